@@ -1,0 +1,143 @@
+"""End-to-end tracked training against a real MLflow store in a temporary folder."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+import yaml
+
+from tracking.config import Config, field_names
+from tracking.evaluate import read_confusion_csv
+from tracking.train import main, train
+
+TINY = dict(model="concat_cnn", dataset="digits", epochs=2, batch_size=32, limit=300,
+            experiment="tiny")
+REPO = Path(__file__).resolve().parents[1]
+
+
+def runs_in_store() -> int:
+    client = mlflow.MlflowClient()
+    ids = [e.experiment_id for e in client.search_experiments()]
+    return len(client.search_runs(ids)) if ids else 0
+
+
+@pytest.mark.jax_smoke
+def test_train_logs_everything_and_model_reloads(mlflow_uri: str) -> None:
+    results = train(Config(**TINY))
+    client = mlflow.MlflowClient()
+    run = client.get_run(results["run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.info.run_name == "concat_cnn-digits"
+
+    params = run.data.params
+    for name in field_names():
+        assert name in params
+    for name in ("num_params", "keras_backend", "keras_version", "mlflow_version", "train_size",
+                 "val_size", "test_size", "class_names", "optimizer"):
+        assert name in params, name
+    assert params["epochs"] == "2" and params["learning_rate"] == "auto"
+    assert float(params["effective_learning_rate"]) > 0 and params["effective_epochs"] == "2"
+    assert params["class_names"] == ",".join(str(i) for i in range(10))
+    test_size = int(params["test_size"])
+
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate",
+                "epoch_seconds", "train_images_per_second"):
+        history = client.get_metric_history(run.info.run_id, key)
+        assert [m.step for m in history] == [1, 2], key
+    metrics = run.data.metrics
+    for key in ("test_accuracy", "test_loss", "test_precision_macro", "test_recall_macro",
+                "test_f1_macro", "test_precision_weighted", "test_recall_weighted",
+                "test_f1_weighted", "test_f1_class_0", "test_precision_class_9",
+                "best_epoch", "epochs_run", "train_seconds"):
+        assert key in metrics, key
+    assert metrics["epochs_run"] == 2 and 1 <= metrics["best_epoch"] <= 2
+    assert run.data.tags["mlflow.runName"] == "concat_cnn-digits"
+
+    artifacts = {f.path for f in client.list_artifacts(run.info.run_id)}
+    for name in ("confusion_matrix.png", "confusion_matrix.csv", "classification_report.txt",
+                 "classification_report.json", "training_curves.png", "model_summary.txt"):
+        assert name in artifacts, name
+    csv_path = mlflow.artifacts.download_artifacts(run_id=run.info.run_id,
+                                                   artifact_path="confusion_matrix.csv")
+    names, counts = read_confusion_csv(Path(csv_path).read_text())
+    assert names == [str(i) for i in range(10)]
+    assert counts.sum() == test_size
+    assert np.trace(counts) / test_size == pytest.approx(metrics["test_accuracy"])
+
+    inputs = {(i.dataset.name, i.tags[0].value) for i in run.inputs.dataset_inputs}
+    assert ("digits-32px-training", "training") in inputs
+    assert all(i.dataset.digest for i in run.inputs.dataset_inputs)
+
+    # the logged model predicts the same classes through pyfunc as in process
+    pyfunc = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
+    x = results["evaluation"].probabilities
+    from tracking.data import load_dataset
+
+    data = load_dataset("digits", limit=300)
+    predicted = np.asarray(pyfunc.predict(data.x_test)).argmax(axis=1)
+    np.testing.assert_array_equal(predicted, x.argmax(axis=1))
+    assert pyfunc.metadata.signature is not None
+
+    exp = client.get_experiment_by_name("tiny")
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--model", "alexnet"], "unknown model 'alexnet'; choose one of: vgg19"),
+    (["--dataset", "imagenet"], "unknown dataset 'imagenet'; choose one of: digits"),
+    (["--epochs", "0"], "epochs must be a positive integer"),
+    (["--epochs", "three"], "epochs must be an integer or 'auto'"),
+    (["--batch-size", "-4"], "batch_size must be a positive integer"),
+    (["--image-size", "0"], "image_size must be an integer >= 8"),
+    (["--learning-rate", "fast"], "learning rate must be a number or 'auto'"),
+    (["--learning-rate", "-0.1"], "learning_rate must be a positive number"),
+    (["--learning-rate", "nan"], "learning_rate must be a positive number"),
+    (["--val-split", "1.5"], "val_split must lie strictly between 0 and 1"),
+    (["--test-split", "0"], "test_split must lie strictly between 0 and 1"),
+    (["--dataset", "folder"], "needs data_dir"),
+    (["--dataset", "folder", "--data-dir", "/no/such/folder"], "does not exist"),
+])
+def test_bad_input_exits_2_before_any_run(mlflow_uri: str, capsys, argv, message) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert err.strip().splitlines()[-1].startswith("python -m tracking.train: error:")
+    assert runs_in_store() == 0
+
+
+def test_mlproject_parameters_mirror_the_config() -> None:
+    spec = yaml.safe_load((REPO / "MLproject").read_text())
+    params = spec["entry_points"]["main"]["parameters"]
+    defaults = Config()
+    for name, p in params.items():
+        expected = getattr(defaults, name)
+        shown = "auto" if expected is None else expected
+        assert p["default"] == shown, name
+        assert "{" + name + "}" in spec["entry_points"]["main"]["command"], name
+    flags = {"model", "dataset", "data_dir", "epochs", "batch_size", "learning_rate",
+             "image_size", "patience", "seed"}
+    assert flags <= set(params)
+
+
+def test_mlflow_run_local_smoke(mlflow_uri: str, tmp_path: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "mlflow", "run", str(REPO), "--env-manager", "local",
+         "--experiment-name", "smoke", "-P", "model=concat_cnn", "-P", "epochs=2"],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    runs = mlflow.search_runs(experiment_names=["smoke"])
+    assert len(runs) == 1 and runs.loc[0, "status"] == "FINISHED"
+    assert runs.loc[0, "params.model"] == "concat_cnn"
+    assert 0.0 <= runs.loc[0, "metrics.test_accuracy"] <= 1.0
+    assert runs.loc[0, "metrics.epochs_run"] == 2
+    assert runs.loc[0, "params.experiment"] == "smoke"
+    exp = mlflow.MlflowClient().get_experiment_by_name("smoke")
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"

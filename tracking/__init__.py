@@ -1,0 +1,1 @@
+"""Tracked training, evaluation and reporting of Keras image classifiers with MLflow."""

@@ -1,0 +1,108 @@
+"""Test-split evaluation: metrics, classification report and confusion matrix, and the one
+function that logs them (with their figures) to the active MLflow run."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import keras
+import mlflow
+import numpy as np
+from sklearn.metrics import classification_report, confusion_matrix
+
+from tracking.plots import confusion_matrix_figure
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    probabilities: np.ndarray  # (N, classes)
+    predictions: np.ndarray  # (N,)
+    labels: np.ndarray  # (N,)
+    loss: float  # mean cross-entropy
+    report: dict  # sklearn classification_report(output_dict=True)
+    report_text: str
+    confusion: np.ndarray  # counts, rows = true class
+
+    @property
+    def accuracy(self) -> float:
+        return float(np.mean(self.predictions == self.labels))
+
+
+def evaluate(
+    model: keras.Model, x: np.ndarray, y: np.ndarray, class_names: Sequence[str],
+    batch_size: int = 256,
+) -> Evaluation:
+    """One prediction pass over (x, y); everything else is derived from the probabilities."""
+    probs = np.asarray(model.predict(x, batch_size=batch_size, verbose=0), dtype=np.float64)
+    return evaluation_from_probabilities(probs, y, class_names)
+
+
+def evaluation_from_probabilities(
+    probs: np.ndarray, y: np.ndarray, class_names: Sequence[str]
+) -> Evaluation:
+    y = np.asarray(y).astype(np.int64)
+    preds = probs.argmax(axis=1)
+    picked = np.clip(probs[np.arange(len(y)), y], 1e-7, 1.0)
+    labels = list(range(len(class_names)))
+    names = [str(c) for c in class_names]
+    kwargs = dict(labels=labels, target_names=names, zero_division=0, digits=4)
+    return Evaluation(
+        probabilities=probs, predictions=preds, labels=y, loss=float(-np.mean(np.log(picked))),
+        report=classification_report(y, preds, output_dict=True, **kwargs),
+        report_text=classification_report(y, preds, **kwargs),
+        confusion=confusion_matrix(y, preds, labels=labels),
+    )
+
+
+def metric_key(name: str) -> str:
+    """A class name made safe for an MLflow metric key."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "class"
+
+
+def evaluation_metrics(ev: Evaluation, class_names: Sequence[str],
+                       prefix: str = "test") -> dict[str, float]:
+    """Flat metrics: accuracy, loss, macro and weighted P/R/F1, and per-class P/R/F1."""
+    metrics = {f"{prefix}_accuracy": ev.accuracy, f"{prefix}_loss": ev.loss}
+    for avg, tag in (("macro avg", "macro"), ("weighted avg", "weighted")):
+        for stat, short in (("precision", "precision"), ("recall", "recall"),
+                            ("f1-score", "f1")):
+            metrics[f"{prefix}_{short}_{tag}"] = float(ev.report[avg][stat])
+    for name in class_names:
+        row = ev.report[str(name)]
+        for stat, short in (("precision", "precision"), ("recall", "recall"),
+                            ("f1-score", "f1")):
+            metrics[f"{prefix}_{short}_class_{metric_key(str(name))}"] = float(row[stat])
+    return metrics
+
+
+def log_evaluation(ev: Evaluation, class_names: Sequence[str], title: str = "",
+                   prefix: str = "test") -> dict[str, float]:
+    """Log metrics, report (.txt/.json), confusion matrix (.csv/.png) to the active run."""
+    import matplotlib.pyplot as plt
+
+    metrics = evaluation_metrics(ev, class_names, prefix)
+    mlflow.log_metrics(metrics)
+    mlflow.log_text(ev.report_text, "classification_report.txt")
+    mlflow.log_dict(ev.report, "classification_report.json")
+    header = "true\\predicted," + ",".join(f'"{c}"' for c in class_names)
+    rows = [f'"{c}",' + ",".join(str(int(v)) for v in row)
+            for c, row in zip(class_names, ev.confusion, strict=True)]
+    mlflow.log_text("\n".join([header, *rows]) + "\n", "confusion_matrix.csv")
+    fig = confusion_matrix_figure(ev.confusion, class_names,
+                                  title=f"{title} confusion matrix (test, n={len(ev.labels)})")
+    mlflow.log_figure(fig, "confusion_matrix.png")
+    plt.close(fig)
+    return metrics
+
+
+def read_confusion_csv(text: str) -> tuple[list[str], np.ndarray]:
+    """Parse a logged confusion_matrix.csv back into (class names, counts)."""
+    import csv
+    import io
+
+    rows = list(csv.reader(io.StringIO(text)))
+    names = rows[0][1:]
+    counts = np.array([[int(v) for v in r[1:]] for r in rows[1:]], dtype=np.int64)
+    return names, counts
