@@ -7,11 +7,15 @@ Training stays a plain `model.fit(..., callbacks=...)`; these hooks run once per
 from __future__ import annotations
 
 import math
+import sys
 import time
 from typing import Any
 
 import keras
 import mlflow
+from mlflow.entities import Metric, RunTag
+
+HEARTBEAT_TAG = "heartbeat"  # unix seconds of the last completed epoch; see tracking.runs
 
 
 class StopRun(Exception):  # noqa: N818 - a signal, not an error, for the caller
@@ -35,17 +39,24 @@ def current_learning_rate(optimizer: keras.Optimizer) -> float:
 
 
 class EpochLogger(keras.callbacks.Callback):
-    """Logs Keras's epoch metrics plus `learning_rate`, `epoch_seconds` and
-    `train_images_per_second` to the active MLflow run, step = epoch (1-based).
+    """Records each epoch: Keras's metrics plus `learning_rate`, `epoch_seconds` and
+    `train_images_per_second`, logged to MLflow with step = epoch (1-based).
 
-    `epoch_offset` shifts the step when a resumed run continues its own history.
+    Per epoch, in this order: a non-finite loss ends training (`NonFiniteLoss`, before any
+    checkpoint could store broken weights); the best weights and a resumable checkpoint are
+    written (when a `CheckpointStore` is given); then the metrics and a heartbeat tag go to
+    MLflow in one call. Place it after the early stopper, whose verdict it reads.
     """
 
-    def __init__(self, train_images: int, epoch_offset: int = 0) -> None:
+    def __init__(self, train_images: int, stopper: ResumableEarlyStopping | None = None,
+                 checkpoints: Any = None, history: list[dict[str, float]] | None = None) -> None:
         super().__init__()
         self.train_images = train_images
-        self.epoch_offset = epoch_offset
-        self.history: list[dict[str, float]] = []
+        self.stopper = stopper
+        self.checkpoints = checkpoints
+        self.history: list[dict[str, float]] = list(history or [])
+        self.pending: list[Metric] = []  # metrics the tracking server has not taken yet
+        self.offline = False
         self._start = 0.0
         self._train_end = 0.0
 
@@ -66,17 +77,67 @@ class EpochLogger(keras.callbacks.Callback):
         metrics["epoch_seconds"] = now - self._start
         metrics["train_images_per_second"] = self.train_images / max(train_seconds, 1e-9)
         self.history.append(metrics)
-        finite = {k: v for k, v in metrics.items() if math.isfinite(v)}
-        mlflow.log_metrics(finite, step=epoch + 1 + self.epoch_offset)
+        step = epoch + 1
+        loss = metrics.get("loss", 0.0)
+        if math.isfinite(loss):
+            self._checkpoint(step)
+        now_ms = int(time.time() * 1000)
+        self.pending.extend(Metric(k, v, now_ms, step) for k, v in metrics.items()
+                            if math.isfinite(v))
+        self.flush()
+        if not math.isfinite(loss):
+            raise NonFiniteLoss(f"loss became {loss} in epoch {step}", step)
+
+    def flush(self) -> bool:
+        """Send buffered metrics; keep them (and go on training) if the server is away."""
+        if not self.pending:
+            return True
+        client = mlflow.MlflowClient()
+        run_id = mlflow.active_run().info.run_id
+        try:
+            for i in range(0, len(self.pending), 1000):  # MLflow's batch limit
+                client.log_batch(run_id, metrics=self.pending[i:i + 1000],
+                                 tags=[RunTag(HEARTBEAT_TAG, str(int(time.time())))])
+        except Exception as err:  # noqa: BLE001 - any transport failure: keep and retry
+            if not self.offline:
+                print(f"warning: tracking server unreachable ({type(err).__name__}); "
+                      "metrics are buffered and training goes on", file=sys.stderr)
+            self.offline = True
+            return False
+        self.pending.clear()
+        self.offline = False
+        return True
+
+    def _checkpoint(self, step: int) -> None:
+        if self.checkpoints is None:
+            return
+        if self.stopper is not None and self.stopper.best_epoch == step - 1:
+            self.checkpoints.save_best(self.model, step)
+        state = {"history": self.history,
+                 "early_stopping": self.stopper.state() if self.stopper else None}
+        self.checkpoints.save(self.model, step, state)
 
 
-class StopOnNonFiniteLoss(keras.callbacks.Callback):
-    """Ends training at the first epoch whose loss is NaN or infinite."""
+class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+    """EarlyStopping on val_loss that can start from a resumed run's state."""
 
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        loss = (logs or {}).get("loss")
-        if loss is not None and not math.isfinite(float(loss)):
-            raise NonFiniteLoss(f"loss became {float(loss)} in epoch {epoch + 1}", epoch + 1)
+    def __init__(self, *, initial_state: dict | None = None,
+                 initial_best_weights: list | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.initial_state = initial_state
+        self.initial_best_weights = initial_best_weights
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        super().on_train_begin(logs)
+        if self.initial_state:
+            self.wait = int(self.initial_state["wait"])
+            self.best = float(self.initial_state["best"])
+            self.best_epoch = int(self.initial_state["best_epoch"])
+            self.best_weights = self.initial_best_weights
+
+    def state(self) -> dict[str, Any]:
+        return {"wait": int(self.wait), "best": float(self.best),
+                "best_epoch": int(self.best_epoch)}
 
 
 def best_epoch_of(stopper: keras.callbacks.EarlyStopping, history: list[dict[str, Any]]) -> int:

@@ -36,6 +36,7 @@ class Config:
     skip_bad_images: bool = False  # folder data: skip unreadable files instead of failing
     limit: int = 0  # keep at most this many training images (0 = all); for smoke runs
     evaluate_test: bool = True  # False in tuning trials: the test split is for the final report
+    checkpoint_every: int = 1  # epochs between resumable checkpoints (0 = none)
 
     def __post_init__(self) -> None:
         from models import MODELS
@@ -70,6 +71,10 @@ class Config:
             value = getattr(self, name)
             if not _is_number(value) or not 0 < value < 1:
                 raise ConfigError(f"{name} must lie strictly between 0 and 1, got {value!r}")
+        if not _is_int(self.checkpoint_every) or self.checkpoint_every < 0:
+            raise ConfigError(
+                f"checkpoint_every must be a non-negative integer, got {self.checkpoint_every!r}"
+            )
         if not _is_int(self.limit) or self.limit < 0:
             raise ConfigError(f"limit must be a non-negative integer, got {self.limit!r}")
         if not self.experiment:

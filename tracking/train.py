@@ -14,11 +14,16 @@ import argparse
 import importlib.metadata
 import math
 import os
+import shutil
+import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import fields, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -178,25 +183,27 @@ def train(
     *,
     callbacks: Sequence[Any] = (),
     tags: dict[str, str] | None = None,
+    resume_run_id: str | None = None,
 ) -> dict[str, Any]:
     """Train `config.model` on `config.dataset` inside an MLflow run; return its results.
 
     Runs nested under the active run when there is one (tuning trials, the study).
     `callbacks` are extra Keras callbacks (e.g. a pruner); `tags` are set on the run.
+    `resume_run_id` continues that run from its last checkpoint (see `resume_config`).
     Returns run_id, best_epoch, epochs_run, val_accuracy (at the restored epoch),
     train_seconds, history and, when the test split is evaluated, the test metrics.
-    A `StopRun` raised by a callback ends the run with its status and is re-raised.
+    A `StopRun` raised by a callback ends the run with its status and is re-raised;
+    Ctrl-C or SIGTERM end it KILLED, resumable.
     """
     import keras
-    import matplotlib.pyplot as plt
     import mlflow
-    from mlflow.models import infer_signature
 
-    from tracking.callbacks import EpochLogger, StopOnNonFiniteLoss, StopRun, best_epoch_of
-    from tracking.evaluate import evaluate, log_evaluation
-    from tracking.plots import training_curves_figure
+    from tracking.callbacks import EpochLogger, ResumableEarlyStopping, StopRun
+    from tracking.checkpoints import CheckpointStore, download_best_weights, latest_checkpoint
     from tracking.recipes import RECIPES, make_optimizer, resolve
+    from tracking.store import prepare_store
 
+    prepare_store()
     requested = config = adopt_launched_run_experiment(config)
     config = resolve(config)
     recipe = RECIPES[config.model]
@@ -209,111 +216,268 @@ def train(
     timings["data_seconds"] = time.perf_counter() - t
 
     keras.utils.set_random_seed(config.seed)
-    model = build_classifier(config, data)
     steps_per_epoch = math.ceil(len(data.y_train) / config.batch_size)
-    model.compile(
-        optimizer=make_optimizer(recipe, config.learning_rate, steps_per_epoch * config.epochs),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-    )
-
-    experiment_id = ensure_experiment(config.experiment)
-    run_tags = {"model": config.model, "dataset": config.dataset, **(tags or {})}
-    commit = git_commit()
-    if commit:
-        run_tags["git_commit"] = commit
-    run = mlflow.start_run(experiment_id=experiment_id, run_name=config.display_name,
-                           nested=mlflow.active_run() is not None, tags=run_tags)
+    scratch = tempfile.mkdtemp(prefix="resume-")
+    initial_epoch, history, stop_state, best_weights = 0, [], None, None
+    if resume_run_id:
+        found = latest_checkpoint(resume_run_id, scratch)
+        if found is None:
+            raise DataError(f"run {resume_run_id} has no complete checkpoint to resume from")
+        model_path, state = found
+        model = keras.saving.load_model(model_path)  # weights, optimizer state and step
+        initial_epoch, history = int(state["epochs_done"]), state["history"]
+        stop_state = state.get("early_stopping")
+        if state.get("best_file"):
+            best_path = download_best_weights(resume_run_id, state["best_file"], scratch)
+            if best_path is not None:
+                best_model = build_classifier(config, data)
+                best_model.load_weights(best_path)
+                best_weights = best_model.get_weights()
+        run = mlflow.start_run(run_id=resume_run_id)
+        mlflow.set_tags({"resumed_from_epoch": str(initial_epoch), "stop_reason": ""})
+    else:
+        model = build_classifier(config, data)
+        model.compile(
+            optimizer=make_optimizer(recipe, config.learning_rate,
+                                     steps_per_epoch * config.epochs),
+            loss="sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+        )
+        experiment_id = ensure_experiment(config.experiment)
+        run = mlflow.start_run(experiment_id=experiment_id, run_name=config.display_name,
+                               nested=mlflow.active_run() is not None,
+                               tags=run_tags(config, tags))
     run_id = run.info.run_id
+    checkpoints = CheckpointStore(run_id, config.checkpoint_every)
     status = "FAILED"
     try:
         t = time.perf_counter()
-        log_params_once({
-            **requested.to_params(),
-            **{f"effective_{k}": param_text(getattr(config, k))
-               for k in ("epochs", "batch_size", "learning_rate", "augment")},
-            "optimizer": recipe.optimizer,
-            "weight_decay": recipe.weight_decay,
-            "warmup_fraction": recipe.warmup_fraction,
-            **{f"arch_{k}": v for k, v in recipe.model_options.items()},
-            "num_params": model.count_params(),
-            "steps_per_epoch": steps_per_epoch,
-            **library_versions(),
-            "train_size": len(data.y_train), "val_size": len(data.y_val),
-            "test_size": len(data.y_test), "num_classes": data.num_classes,
-            "class_names": ",".join(data.class_names),
-            "skipped_images": len(data.skipped),
-            "data_source": data.source,
-        })
-        if data.skipped:
-            mlflow.log_text("\n".join(data.skipped) + "\n", "skipped_images.txt")
-        log_data(data, config)
-        mlflow.log_text(model_summary(model), "model_summary.txt")
+        if not resume_run_id:
+            log_params_once({
+                **requested.to_params(),
+                **{f"effective_{k}": param_text(getattr(config, k))
+                   for k in ("epochs", "batch_size", "learning_rate", "augment")},
+                "optimizer": recipe.optimizer,
+                "weight_decay": recipe.weight_decay,
+                "warmup_fraction": recipe.warmup_fraction,
+                **{f"arch_{k}": v for k, v in recipe.model_options.items()},
+                "num_params": model.count_params(),
+                "steps_per_epoch": steps_per_epoch,
+                **library_versions(),
+                "train_size": len(data.y_train), "val_size": len(data.y_val),
+                "test_size": len(data.y_test), "num_classes": data.num_classes,
+                "class_names": ",".join(data.class_names),
+                "skipped_images": len(data.skipped),
+                "data_source": data.source,
+            })
+            if data.skipped:
+                mlflow.log_text("\n".join(data.skipped) + "\n", "skipped_images.txt")
+            log_data(data, config)
+            mlflow.log_text(model_summary(model), "model_summary.txt")
+        else:
+            relog_missing_epochs(run_id, history)
         timings["log_setup_seconds"] = time.perf_counter() - t
 
-        logger = EpochLogger(len(data.y_train))
-        stopper = keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience,
-                                                restore_best_weights=True)
+        stopper = ResumableEarlyStopping(monitor="val_loss", patience=config.patience,
+                                         restore_best_weights=True, initial_state=stop_state,
+                                         initial_best_weights=best_weights)
+        logger = EpochLogger(len(data.y_train), stopper, checkpoints, history)
         t = time.perf_counter()
-        model.fit(
-            data.x_train, data.y_train,
-            validation_data=(data.x_val, data.y_val),
-            epochs=config.epochs, batch_size=config.batch_size, shuffle=True,
-            verbose=1 if sys.stdout.isatty() else 2,
-            callbacks=[logger, StopOnNonFiniteLoss(), *callbacks, stopper],
-        )
-        train_seconds = time.perf_counter() - t
-        history = {k: [h[k] for h in logger.history] for k in logger.history[0]}
-        best_epoch = best_epoch_of(stopper, logger.history)
-        results: dict[str, Any] = {
-            "run_id": run_id,
-            "config": config,
-            "best_epoch": best_epoch,
-            "epochs_run": len(logger.history),
-            "val_accuracy": float(history["val_accuracy"][best_epoch - 1]),
-            "val_loss": float(history["val_loss"][best_epoch - 1]),
-            "train_seconds": train_seconds,
-            "history": history,
-        }
-        mlflow.log_metrics({k: results[k] for k in
-                            ("best_epoch", "epochs_run", "train_seconds")}
-                           | {"best_val_accuracy": results["val_accuracy"]})
-        fig = training_curves_figure(history, best_epoch, title=config.display_name)
-        mlflow.log_figure(fig, "training_curves.png")
-        plt.close(fig)
-        timings["fit_seconds"] = train_seconds
-
-        t = time.perf_counter()
-        if config.evaluate_test:
-            ev = evaluate(model, data.x_test, data.y_test, data.class_names)
-            results.update(log_evaluation(ev, data.class_names, title=config.display_name))
-            results["evaluation"] = ev
-        timings["evaluate_seconds"] = time.perf_counter() - t
-
-        t = time.perf_counter()
-        sample = data.x_test[:2]
-        signature = infer_signature(sample, np.asarray(model.predict(sample, verbose=0)))
-        info = mlflow.keras.log_model(model, name="model", signature=signature,
-                                      pip_requirements=model_requirements())
-        results["model_uri"] = f"runs:/{run_id}/model"
-        results["logged_model_uri"] = info.model_uri
-        timings["log_model_seconds"] = time.perf_counter() - t
-        results["timings"] = timings
+        if initial_epoch < config.epochs and not (stop_state and
+                                                  stop_state["wait"] >= config.patience):
+            model.fit(
+                data.x_train, data.y_train,
+                validation_data=(data.x_val, data.y_val),
+                epochs=config.epochs, initial_epoch=initial_epoch,
+                batch_size=config.batch_size, shuffle=True,
+                verbose=1 if sys.stdout.isatty() else 2,
+                callbacks=[stopper, logger, *callbacks],
+            )
+        elif best_weights is not None:
+            model.set_weights(best_weights)
+        timings["fit_seconds"] = time.perf_counter() - t
+        try:
+            logger.flush()
+            results = finish_run(model, config, data, logger.history, stopper, run_id, timings)
+        except Exception:
+            if tracking_reachable():
+                raise
+            status = "OFFLINE"  # the server is away: keep everything on disk instead
+            folder = save_offline(run_id, model, logger, stopper)
+            print(f"error: the tracking server {mlflow.get_tracking_uri()} went away; the trained"
+                  f" model and {len(logger.pending)} unsent metrics are in {folder}. When the "
+                  f"server is back: python -m tracking.runs upload {folder}", file=sys.stderr)
+            raise TrackingOffline(str(folder)) from None
         status = "FINISHED"
+        checkpoints.drop_all()
         return results
     except StopRun as stop:
         status = stop.status
         mlflow.set_tags({"stop_reason": stop.reason,
                          **({"stop_epoch": str(stop.epoch)} if stop.epoch else {})})
         raise
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         status = "KILLED"
-        mlflow.set_tag("stop_reason", "interrupted by the user")
+        why = str(stop) or "interrupted (Ctrl-C)"
+        mlflow.set_tags({"stop_reason": why,
+                         "resume_command": f"python -m tracking.train --resume {run_id}"})
         raise
     finally:
-        mlflow.end_run(status=status)
-        if mlflow.active_run() is not None and mlflow.active_run().info.run_id == run_id:
+        checkpoints.close()
+        shutil.rmtree(scratch, ignore_errors=True)
+        if status == "OFFLINE":
+            _forget_active_run()
+        else:
             mlflow.end_run(status=status)
+
+
+class TrackingOffline(RuntimeError):
+    """The tracking server went away; the run's results were saved to this folder."""
+
+
+OFFLINE_ROOT = "mlflow-offline"
+
+
+def tracking_reachable() -> bool:
+    import mlflow
+
+    try:
+        mlflow.MlflowClient().search_experiments(max_results=1)
+    except Exception:  # noqa: BLE001 - any failure means we cannot log
+        return False
+    return True
+
+
+def save_offline(run_id: str, model: Any, logger: Any, stopper: Any) -> Path:
+    """Write what the server could not take: the trained model and the unsent metrics."""
+    import json
+
+    from tracking.callbacks import best_epoch_of
+    from tracking.checkpoints import atomic_save
+
+    folder = Path(OFFLINE_ROOT) / run_id
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_save(folder / "model.keras", model.save)
+    state = {"run_id": run_id, "history": logger.history,
+             "best_epoch": best_epoch_of(stopper, logger.history),
+             "pending": [m.to_dictionary() for m in logger.pending]}
+    atomic_save(folder / "state.json", lambda p: Path(p).write_text(json.dumps(state)))
+    return folder
+
+
+def _forget_active_run() -> None:
+    """Drop the in-process active run without telling the (unreachable) server."""
+    from mlflow.tracking import fluent
+
+    try:
+        fluent._active_run_stack.get().clear()
+    except Exception:  # noqa: BLE001 - internals differ across versions; nothing to lose
+        pass
+
+
+def finish_run(model: Any, config: Config, data: Dataset, epochs: list[dict[str, float]],
+               stopper: Any, run_id: str, timings: dict[str, float]) -> dict[str, Any]:
+    """After training: summary metrics, curves, test evaluation and the logged model."""
+    import matplotlib.pyplot as plt
+    import mlflow
+    from mlflow.models import infer_signature
+
+    from tracking.callbacks import best_epoch_of
+    from tracking.evaluate import evaluate, log_evaluation
+    from tracking.plots import training_curves_figure
+
+    history = {k: [h.get(k, float("nan")) for h in epochs] for k in epochs[0]}
+    best_epoch = best_epoch_of(stopper, epochs)
+    train_seconds = float(sum(history["epoch_seconds"]))
+    results: dict[str, Any] = {
+        "run_id": run_id,
+        "config": config,
+        "best_epoch": best_epoch,
+        "epochs_run": len(epochs),
+        "val_accuracy": float(history["val_accuracy"][best_epoch - 1]),
+        "val_loss": float(history["val_loss"][best_epoch - 1]),
+        "train_seconds": train_seconds,
+        "history": history,
+    }
+    mlflow.log_metrics({"best_epoch": best_epoch, "epochs_run": len(epochs),
+                        "train_seconds": train_seconds,
+                        "best_val_accuracy": results["val_accuracy"]})
+    fig = training_curves_figure(history, best_epoch, title=config.display_name)
+    mlflow.log_figure(fig, "training_curves.png")
+    plt.close(fig)
+
+    t = time.perf_counter()
+    if config.evaluate_test:
+        ev = evaluate(model, data.x_test, data.y_test, data.class_names)
+        results.update(log_evaluation(ev, data.class_names, title=config.display_name))
+        results["evaluation"] = ev
+    timings["evaluate_seconds"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    sample = data.x_test[:2]
+    signature = infer_signature(sample, np.asarray(model.predict(sample, verbose=0)))
+    info = mlflow.keras.log_model(model, name="model", signature=signature,
+                                  pip_requirements=model_requirements())
+    results["model_uri"] = f"runs:/{run_id}/model"
+    results["logged_model_uri"] = info.model_uri
+    timings["log_model_seconds"] = time.perf_counter() - t
+    results["timings"] = timings
+    return results
+
+
+def run_tags(config: Config, extra: dict[str, str] | None) -> dict[str, str]:
+    tags = {"model": config.model, "dataset": config.dataset, "host": socket.gethostname(),
+            "pid": str(os.getpid()), **(extra or {})}
+    commit = git_commit()
+    if commit:
+        tags["git_commit"] = commit
+    return tags
+
+
+def relog_missing_epochs(run_id: str, history: list[dict[str, float]]) -> None:
+    """A process killed between its checkpoint and its metrics leaves a gap: fill it."""
+    import mlflow
+    from mlflow.entities import Metric
+
+    client = mlflow.MlflowClient()
+    logged = {m.step for m in client.get_metric_history(run_id, "loss")}
+    now = int(time.time() * 1000)
+    missing = [Metric(k, v, now, step) for step, h in enumerate(history, start=1)
+               if step not in logged for k, v in h.items() if math.isfinite(v)]
+    if missing:
+        client.log_batch(run_id, metrics=missing)
+
+
+def resume_config(run_id: str) -> Config:
+    """The Config a run was started with, read back from its params."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        run = mlflow.MlflowClient().get_run(run_id)
+    except MlflowException as err:
+        raise ConfigError(f"cannot resume: no run {run_id!r} in {mlflow.get_tracking_uri()} "
+                          f"({err.error_code})") from None
+    if run.info.status == "FINISHED":
+        raise ConfigError(f"cannot resume run {run_id}: it already finished")
+    params = run.data.params
+    values: dict[str, Any] = {}
+    for f in fields(Config):
+        if f.name not in params:
+            continue
+        text = params[f.name].strip("'\"")
+        kind = str(f.type)  # e.g. "int | None"
+        if text == "auto" and "None" in kind:
+            values[f.name] = None
+        elif "bool" in kind:
+            values[f.name] = text.lower() == "true"
+        elif "int" in kind:
+            values[f.name] = int(text)
+        elif "float" in kind:
+            values[f.name] = float(text)
+        else:
+            values[f.name] = text
+    return Config(**values)
 
 
 # --------------------------------------------------------------------------- command line
@@ -385,7 +549,35 @@ def build_parser() -> argparse.ArgumentParser:
                    help="skip (and count) unreadable images in a folder data set")
     p.add_argument("--limit", type=_number(int, "limit"), default=d.limit,
                    help="keep at most this many training images (0 = all)")
+    p.add_argument("--checkpoint-every", type=_number(int, "checkpoint interval"),
+                   default=d.checkpoint_every,
+                   help="epochs between resumable checkpoints (0 = none)")
+    p.add_argument("--resume", default="", metavar="RUN_ID",
+                   help="continue an interrupted run from its last checkpoint (its own settings)")
     return p
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt("interrupted (SIGTERM)")
+
+
+def _last_run_id() -> str:
+    import mlflow
+
+    run = mlflow.last_active_run()
+    return run.info.run_id if run else "RUN_ID"
+
+
+def check_tracking_server() -> None:
+    """Fail fast, naming the URI, when the tracking server cannot be reached."""
+    try:
+        from tracking.server import check_tracking_uri
+    except ImportError:  # the server helpers are optional for local stores
+        return
+    try:
+        check_tracking_uri()
+    except Exception as err:
+        raise ConfigError(str(err)) from None
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
@@ -396,8 +588,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry: bad input exits with status 2 before any MLflow run exists."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    resume = args.resume.strip("'\" ")
     try:
-        config = config_from_args(args)
+        check_tracking_server()
+        config = resume_config(resume) if resume else config_from_args(args)
         data = load_dataset(config.dataset, config.data_dir or None, config.image_size,
                             config.test_split, config.val_split, config.seed,
                             config.skip_bad_images, config.limit or None)
@@ -405,14 +599,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(str(err))
     from tracking.callbacks import StopRun
 
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        results = train(config, data)
+        results = train(config, data, resume_run_id=resume or None)
     except StopRun as stop:
         print(f"error: run stopped: {stop.reason}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("interrupted: the run is marked KILLED", file=sys.stderr)
-        return 130
+    except TrackingOffline:
+        return 75  # EX_TEMPFAIL: done, but not yet in the tracking store
+    except KeyboardInterrupt as stop:
+        run_id = resume or _last_run_id()
+        print(f"{stop or 'interrupted'}: the run is marked KILLED; continue it with "
+              f"python -m tracking.train --resume {run_id}", file=sys.stderr)
+        return 143 if "SIGTERM" in str(stop) else 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     summary = {k: results[k] for k in ("run_id", "best_epoch", "epochs_run") if k in results}
     if "test_accuracy" in results:
         summary["test_accuracy"] = round(results["test_accuracy"], 4)

@@ -1,0 +1,133 @@
+"""Housekeeping for runs that did not end cleanly.
+
+    python -m tracking.runs stale [--experiment NAME] [--older-than MINUTES] [--mark]
+    python -m tracking.runs upload mlflow-offline/<run_id>
+
+`stale` lists RUNNING runs whose process is gone: on this host, by its recorded pid; on
+others, when its last heartbeat (one per epoch) is older than --older-than minutes. With
+--mark they are set to KILLED (tag `stop_reason`), and can be continued with
+`python -m tracking.train --resume RUN_ID`.
+
+`upload` sends a run that finished while the tracking server was away (see
+`tracking.train.save_offline`): its unsent metrics, evaluation, figures and model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import SimpleNamespace
+
+import mlflow
+
+from tracking.callbacks import HEARTBEAT_TAG
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def stale_runs(experiment_ids: Sequence[str], older_than_s: float) -> list[tuple[str, str]]:
+    """(run id, why) for every RUNNING run whose process is gone."""
+    client = mlflow.MlflowClient()
+    found = []
+    here = socket.gethostname()
+    for run in client.search_runs(list(experiment_ids), "attributes.status = 'RUNNING'"):
+        tags = run.data.tags
+        pid = tags.get("pid")
+        if tags.get("host") == here and pid and pid.isdigit():
+            if pid != str(os.getpid()) and not process_alive(int(pid)):
+                found.append((run.info.run_id, f"process {pid} on {here} is gone"))
+            continue
+        last = float(tags.get(HEARTBEAT_TAG, run.info.start_time / 1000))
+        if time.time() - last > older_than_s:
+            found.append((run.info.run_id, f"no heartbeat for {int(time.time() - last)} s"))
+    return found
+
+
+def upload_offline(folder: str | Path) -> str:
+    """Log a run saved by `save_offline` to the (reachable again) tracking server."""
+    import keras
+
+    from tracking.data import load_dataset
+    from tracking.recipes import resolve
+    from tracking.train import finish_run, resume_config
+
+    folder = Path(folder)
+    state = json.loads((folder / "state.json").read_text())
+    run_id = state["run_id"]
+    config = resolve(resume_config(run_id))
+    data = load_dataset(config.dataset, config.data_dir or None, config.image_size,
+                        config.test_split, config.val_split, config.seed,
+                        config.skip_bad_images, config.limit or None)
+    model = keras.saving.load_model(folder / "model.keras")
+    client = mlflow.MlflowClient()
+    pending = [mlflow.entities.Metric(m["key"], m["value"], m["timestamp"], m["step"])
+               for m in state["pending"]]
+    for i in range(0, len(pending), 1000):
+        client.log_batch(run_id, metrics=pending[i:i + 1000])
+    stopper = SimpleNamespace(best_weights=True, best_epoch=state["best_epoch"] - 1)
+    with mlflow.start_run(run_id=run_id):
+        finish_run(model, config, data, state["history"], stopper, run_id, {})
+        mlflow.set_tag("uploaded_after_outage", "true")
+    return run_id
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m tracking.runs", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("stale", help="find (and --mark) RUNNING runs whose process died")
+    s.add_argument("--experiment", action="append", default=[],
+                   help="experiment name (repeatable; default: all)")
+    s.add_argument("--older-than", type=float, default=30.0,
+                   help="minutes without a heartbeat, for runs of other hosts")
+    s.add_argument("--mark", action="store_true", help="set them KILLED")
+    u = sub.add_parser("upload", help="send a run saved while the server was away")
+    u.add_argument("folder")
+    args = p.parse_args(argv)
+
+    if args.command == "upload":
+        if not (Path(args.folder) / "state.json").is_file():
+            p.error(f"{args.folder} holds no saved run (state.json missing)")
+        print(f"uploaded run {upload_offline(args.folder)}")
+        return 0
+
+    client = mlflow.MlflowClient()
+    if args.experiment:
+        ids = []
+        for name in args.experiment:
+            exp = client.get_experiment_by_name(name)
+            if exp is None:
+                p.error(f"no experiment named {name!r}")
+            ids.append(exp.experiment_id)
+    else:
+        ids = [e.experiment_id for e in client.search_experiments()]
+    found = stale_runs(ids, args.older_than * 60)
+    for run_id, why in found:
+        print(f"{run_id}  {why}")
+        if args.mark:
+            client.set_tag(run_id, "stop_reason", f"process died ({why}); marked by tracking.runs")
+            client.set_terminated(run_id, status="KILLED")
+    if not found:
+        print("no stale runs")
+    elif args.mark:
+        print(f"marked {len(found)} run(s) KILLED; continue one with "
+              "python -m tracking.train --resume RUN_ID")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
