@@ -209,7 +209,8 @@ def test_server_lost_mid_training_keeps_everything(tmp_path: Path, monkeypatch) 
 
 
 @pytest.mark.slow
-def test_four_processes_on_a_fresh_store(tmp_path: Path) -> None:
+def test_four_processes_on_a_fresh_store(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
     uri = f"sqlite:///{tmp_path / 'fresh.db'}"
     args = ["--model", "concat_cnn", "--limit", "100", "--epochs", "1", "--experiment", "crowd"]
     procs = [subprocess.Popen([sys.executable, "-m", "tracking.train", *args], cwd=tmp_path,
@@ -217,10 +218,8 @@ def test_four_processes_on_a_fresh_store(tmp_path: Path) -> None:
                               stderr=subprocess.STDOUT, text=True) for _ in range(4)]
     outs = [p.communicate(timeout=600)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0, 0], "\n".join(o[-1500:] for o in outs)
-    runs = mlflow.search_runs(experiment_names=["crowd"], output_format="list")
-    mlflow.set_tracking_uri(uri)
-    runs = mlflow.search_runs(experiment_names=["crowd"], output_format="list")
-    mlflow.set_tracking_uri(None)
+    runs = mlflow.MlflowClient(uri).search_runs(
+        [mlflow.MlflowClient(uri).get_experiment_by_name("crowd").experiment_id])
     assert len(runs) == 4 and {r.info.status for r in runs} == {"FINISHED"}
 
 

@@ -12,6 +12,8 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+DISTRIBUTIONS = ("none", "data_parallel")
+
 
 class ConfigError(ValueError):
     """A setting is invalid; the message names it and what is allowed."""
@@ -37,6 +39,7 @@ class Config:
     limit: int = 0  # keep at most this many training images (0 = all); for smoke runs
     evaluate_test: bool = True  # False in tuning trials: the test split is for the final report
     checkpoint_every: int = 1  # epochs between resumable checkpoints (0 = none)
+    distribute: str = "none"  # "data_parallel": each batch split over all devices (JAX)
 
     def __post_init__(self) -> None:
         from models import MODELS
@@ -77,6 +80,15 @@ class Config:
             )
         if not _is_int(self.limit) or self.limit < 0:
             raise ConfigError(f"limit must be a non-negative integer, got {self.limit!r}")
+        if self.distribute not in DISTRIBUTIONS:
+            raise ConfigError(f"distribute must be one of {', '.join(DISTRIBUTIONS)}, "
+                              f"got {self.distribute!r}")
+        if self.distribute != "none":
+            import keras
+
+            if keras.backend.backend() != "jax":
+                raise ConfigError(f"distribute={self.distribute} needs KERAS_BACKEND=jax, "
+                                  f"not {keras.backend.backend()}")
         if not self.experiment:
             raise ConfigError("experiment name must not be empty")
         if self.dataset == "folder" and not self.data_dir:

@@ -37,7 +37,7 @@ def _options(**kw: Any) -> MappingProxyType:
 
 RECIPES: dict[str, Recipe] = {
     # plain VGG19 with Adam at 1e-3 stays at chance: batch norm after every conv fixes it
-    "vgg19": Recipe(optimizer="sgd", learning_rate=0.05, weight_decay=5e-4, epochs=12,
+    "vgg19": Recipe(optimizer="sgd", learning_rate=0.05, weight_decay=5e-4, epochs=10,
                     model_options=_options(batch_norm=True, bn_momentum=0.9, dense_units=256,
                                            dropout=0.3)),
     "resnet50": Recipe(optimizer="adamw", learning_rate=1e-3, epochs=15),

@@ -91,6 +91,20 @@ def adopt_launched_run_experiment(config: Config) -> Config:
     return replace(config, experiment=experiment.name)
 
 
+def use_distribution(config: Config) -> int:
+    """Set Keras's distribution for this run; return the number of devices it uses."""
+    import keras
+
+    if config.distribute == "none":
+        return 1
+    devices = keras.distribution.list_devices()
+    if config.batch_size % len(devices):
+        raise ConfigError(f"batch_size {config.batch_size} must be divisible by the "
+                          f"{len(devices)} devices of data_parallel")
+    keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
+    return len(devices)
+
+
 def git_commit() -> str | None:
     here = os.path.dirname(os.path.abspath(__file__))
     try:
@@ -216,6 +230,7 @@ def train(
     timings["data_seconds"] = time.perf_counter() - t
 
     keras.utils.set_random_seed(config.seed)
+    devices = use_distribution(config)
     steps_per_epoch = math.ceil(len(data.y_train) / config.batch_size)
     scratch = tempfile.mkdtemp(prefix="resume-")
     initial_epoch, history, stop_state, best_weights = 0, [], None, None
@@ -262,6 +277,7 @@ def train(
                 "warmup_fraction": recipe.warmup_fraction,
                 **{f"arch_{k}": v for k, v in recipe.model_options.items()},
                 "num_params": model.count_params(),
+                "num_devices": devices,
                 "steps_per_epoch": steps_per_epoch,
                 **library_versions(),
                 "train_size": len(data.y_train), "val_size": len(data.y_val),
@@ -325,6 +341,8 @@ def train(
     finally:
         checkpoints.close()
         shutil.rmtree(scratch, ignore_errors=True)
+        if config.distribute != "none":
+            keras.distribution.set_distribution(None)
         if status == "OFFLINE":
             _forget_active_run()
         else:
@@ -552,6 +570,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-every", type=_number(int, "checkpoint interval"),
                    default=d.checkpoint_every,
                    help="epochs between resumable checkpoints (0 = none)")
+    p.add_argument("--distribute", default=d.distribute,
+                   help="none or data_parallel (JAX: each batch split over all devices)")
     p.add_argument("--resume", default="", metavar="RUN_ID",
                    help="continue an interrupted run from its last checkpoint (its own settings)")
     return p

@@ -1,0 +1,62 @@
+"""The benchmark keeps working at tiny size, and training runs on other backends and on
+several devices. Timing itself lives in `python -m tracking.bench`, never in assertions."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import mlflow
+import pytest
+
+from tracking.bench import main as bench_main
+from tracking.config import Config, ConfigError
+
+
+def test_bench_reports_ratio_and_wall_split(tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "bench.json"
+    assert bench_main(["--models", "concat_cnn", "--epochs", "2", "--limit", "150",
+                       "--repeats", "1", "--output", str(out)]) == 0
+    report = json.loads(out.read_text())
+    (row,) = report["rows"]
+    assert row["model"] == "concat_cnn" and row["train_images"] > 0
+    assert row["plain_images_per_second"] > 0 and row["tracked_images_per_second"] > 0
+    assert row["ratio"] == pytest.approx(
+        row["tracked_images_per_second"] / row["plain_images_per_second"])
+    assert set(row["split"]) >= {"data", "compilation", "training", "evaluation", "logging"}
+    assert "ratio" in capsys.readouterr().out
+
+
+def test_bench_rejects_one_epoch(capsys) -> None:
+    with pytest.raises(SystemExit) as err:
+        bench_main(["--epochs", "1"])
+    assert err.value.code == 2
+
+
+@pytest.mark.skipif(keras.backend.backend() == "jax", reason="checks the non-JAX refusal")
+def test_data_parallel_needs_jax() -> None:
+    with pytest.raises(ConfigError, match="needs KERAS_BACKEND=jax"):
+        Config(distribute="data_parallel")
+    with pytest.raises(ConfigError, match="distribute must be one of"):
+        Config(distribute="model_parallel")
+
+
+@pytest.mark.slow
+def test_data_parallel_on_two_virtual_cpu_devices(mlflow_uri: str, tmp_path: Path) -> None:
+    env = {**os.environ, "KERAS_BACKEND": "jax", "MLFLOW_TRACKING_URI": mlflow_uri,
+           "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    out = subprocess.run(
+        [sys.executable, "-m", "tracking.train", "--model", "concat_cnn", "--limit", "200",
+         "--epochs", "2", "--batch-size", "32", "--augment", "false",
+         "--distribute", "data_parallel", "--experiment", "dp"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    run = mlflow.search_runs(experiment_names=["dp"], output_format="list")[0]
+    assert run.info.status == "FINISHED"
+    assert run.data.params["num_devices"] == "2"
+    assert run.data.params["keras_backend"] == "jax"
