@@ -1,0 +1,462 @@
+"""The Optuna study over ResNet-50's training settings, against real MLflow and Optuna stores.
+
+Fast tests tune the small `concat_cnn` on a sliver of digits; the slow ones run ResNet-50,
+several worker processes, a PostgreSQL server started here, and a worker killed mid-trial.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import mlflow
+import optuna
+import pytest
+import yaml
+from optuna.trial import TrialState
+
+from tuning.optuna_resnet import (
+    OBJECTIVE_METRIC,
+    PRUNER_STARTUP_TRIALS,
+    PRUNER_WARMUP_EPOCHS,
+    TuneConfig,
+    baseline_params,
+    build_parser,
+    default_pruner,
+    main,
+    run_study,
+    with_driver,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = dict(model="concat_cnn", limit=200, max_epochs=2, experiment="tune")
+TINY_ARGS = ["--model", "concat_cnn", "--limit", "200", "--max-epochs", "2"]
+
+
+def runs_in_store(tmp_path: Path) -> int:
+    if not (tmp_path / "mlflow.db").exists():  # no store, no runs (and no 5 s of migrations)
+        return 0
+    client = mlflow.MlflowClient()
+    ids = [e.experiment_id for e in client.search_experiments()]
+    return len(client.search_runs(ids)) if ids else 0
+
+
+def child_runs(parent_ids: list[str]) -> list:
+    client = mlflow.MlflowClient()
+    experiment_ids = [e.experiment_id for e in client.search_experiments()]
+    return [r for r in client.search_runs(experiment_ids)
+            if r.data.tags.get("mlflow.parentRunId") in parent_ids]
+
+
+def load(study_name: str, storage: str) -> optuna.Study:
+    return optuna.load_study(study_name=study_name, storage=with_driver(storage))
+
+
+def test_two_trial_study_nests_trials_and_registers_the_best(mlflow_uri: str,
+                                                             tmp_path: Path) -> None:
+    summary = run_study(TuneConfig(n_trials=2, **TINY))
+    client = mlflow.MlflowClient()
+    parent = client.get_run(summary["parent_run_id"])
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["study_name"] == "concat_cnn-digits"
+    assert parent.data.params["n_trials"] == "2" and parent.data.params["sampler_seed"] == "0"
+
+    # the Optuna study sits next to the MLflow store; trial 0 is the enqueued baseline
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = load("concat_cnn-digits", storage)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
+    assert study.trials[0].params == baseline_params("concat_cnn", 2)
+    assert study.trials[0].params == {"epochs": 2, "batch_size": 128, "learning_rate": 2e-3}
+    assert study.trials[0].user_attrs["baseline"] is True
+
+    children = child_runs([parent.info.run_id])
+    assert len(children) == 2
+    by_trial = {int(r.data.tags["trial_number"]): r for r in children}
+    assert set(by_trial) == {0, 1}
+    for number, run in by_trial.items():
+        trial = study.trials[number]
+        assert run.info.status == "FINISHED"
+        assert run.info.run_id == trial.user_attrs["mlflow_run_id"]
+        assert run.data.tags["study_name"] == "concat_cnn-digits"
+        assert run.data.tags["trial_state"] == "COMPLETE"
+        assert run.data.params["epochs"] == str(trial.params["epochs"])
+        assert run.data.params["batch_size"] == str(trial.params["batch_size"])
+        assert run.data.params["evaluate_test"] == "false"
+        assert "test_accuracy" not in run.data.metrics  # the test split waits for the report
+        history = client.get_metric_history(run.info.run_id, OBJECTIVE_METRIC)
+        assert [m.step for m in history] == list(range(1, int(run.data.metrics["epochs_run"]) + 1))
+        assert trial.intermediate_values == {m.step: m.value for m in history}
+        assert trial.value == pytest.approx(run.data.metrics["best_val_accuracy"])
+        assert "training_curves.png" in {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert by_trial[0].data.tags["baseline"] == "true"
+
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"trials.csv", "optimization_history.png", "intermediate_values.png",
+            "confusion_matrix.png"} <= artifacts
+    csv = mlflow.artifacts.download_artifacts(run_id=parent.info.run_id, artifact_path="trials.csv")
+    rows = Path(csv).read_text().strip().splitlines()
+    assert len(rows) == 3 and "params_batch_size" in rows[0]
+
+    best = study.best_trial
+    metrics, params, tags = parent.data.metrics, parent.data.params, parent.data.tags
+    assert metrics["best_val_accuracy"] == pytest.approx(best.value)
+    assert params["best_epochs"] == str(best.params["epochs"])
+    assert params["best_batch_size"] == str(best.params["batch_size"])
+    assert tags["best_run_id"] == best.user_attrs["mlflow_run_id"]
+    assert metrics["trials_complete"] == 2 and metrics["trials_pruned"] == 0
+    for key in ("tuned_test_accuracy", "baseline_test_accuracy"):
+        assert 0.0 <= metrics[key] <= 1.0
+        assert summary[key] == pytest.approx(metrics[key])
+    if best.number == 0:
+        assert metrics["tuned_test_accuracy"] == metrics["baseline_test_accuracy"]
+
+    versions = client.search_model_versions("name = 'concat_cnn-tuned'")
+    assert [v.run_id for v in versions] == [tags["best_run_id"]]
+    assert client.get_registered_model("concat_cnn-tuned").name == "concat_cnn-tuned"
+    assert versions[0].tags["trial_number"] == str(best.number)
+
+
+def test_a_pruned_trial_is_marked_pruned_in_optuna_and_mlflow(mlflow_uri: str,
+                                                             tmp_path: Path) -> None:
+    # prunes at the first report: validation accuracy never reaches 1.01
+    summary = run_study(TuneConfig(n_trials=1, study_name="pruned", **TINY),
+                        pruner=optuna.pruners.ThresholdPruner(lower=1.01))
+    study = load("pruned", f"sqlite:///{tmp_path / 'optuna.db'}")
+    (trial,) = study.trials
+    assert trial.state == TrialState.PRUNED
+    assert list(trial.intermediate_values) == [1]  # stopped after epoch 1 of 2
+
+    client = mlflow.MlflowClient()
+    (run,) = child_runs([summary["parent_run_id"]])
+    assert run.info.status == "KILLED"
+    assert run.data.tags["trial_state"] == "PRUNED"
+    assert run.data.tags["stop_reason"].startswith("pruned at epoch 1: val_accuracy")
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")] == [1]
+
+    parent = client.get_run(summary["parent_run_id"])
+    assert parent.info.status == "FINISHED"
+    assert parent.data.metrics["trials_pruned"] == 1
+    assert parent.data.metrics["trials_complete"] == 0
+    assert "best_epochs" not in parent.data.params and "best_trial" not in summary
+    assert "param_importances_skipped" in parent.data.tags
+    assert client.search_registered_models() == []
+
+
+def test_resuming_a_study_adds_trials_without_a_second_baseline(mlflow_uri: str,
+                                                                tmp_path: Path) -> None:
+    config = TuneConfig(model="concat_cnn", limit=100, max_epochs=1, experiment="tune",
+                        study_name="resumed", n_trials=2)
+    first = run_study(replace(config, n_trials=1))
+    second = run_study(config)
+    full = run_study(config)  # the total is reached: nothing to run
+
+    study = load("resumed", f"sqlite:///{tmp_path / 'optuna.db'}")
+    assert [t.number for t in study.trials] == [0, 1]
+    assert [t.user_attrs.get("baseline", False) for t in study.trials] == [True, False]
+    assert (first["worker_trials"], second["worker_trials"], full["worker_trials"]) == (1, 1, 0)
+    client = mlflow.MlflowClient()
+    seeds = [client.get_run(s["parent_run_id"]).data.params["sampler_seed"]
+             for s in (first, second, full)]
+    assert seeds == ["0", "1", "2"]  # a resumed sampler does not replay earlier proposals
+    assert [r.data.tags["trial_number"] for r in child_runs([second["parent_run_id"]])] == ["1"]
+    assert client.get_run(full["parent_run_id"]).data.metrics["trials_complete"] == 2
+    # reporting again registers nothing new unless the best trial changed
+    versions = client.search_model_versions("name = 'concat_cnn-tuned'")
+    assert len({v.run_id for v in versions}) == len(versions) <= 2
+
+
+def test_default_pruner_spares_warm_up_epochs_and_compares_at_equal_epochs() -> None:
+    """Steps are epochs from 1: a hopeless trial survives its warm-up epochs, then is pruned;
+    a completed trial that never reached an epoch does not count at that epoch."""
+    study = optuna.create_study(direction="maximize", pruner=default_pruner())
+    for _ in range(PRUNER_STARTUP_TRIALS):
+        study.add_trial(optuna.create_trial(
+            params={}, distributions={}, value=0.9,
+            intermediate_values={e: 0.5 + 0.1 * e for e in range(1, 5)}))
+    for _ in range(2):  # short trials, excellent by their last epoch 2
+        study.add_trial(optuna.create_trial(params={}, distributions={}, value=0.99,
+                                            intermediate_values={1: 0.9, 2: 0.99}))
+    trial = study.ask()
+    verdicts = []
+    for epoch in range(1, 5):
+        trial.report(0.1, step=epoch)
+        verdicts.append(trial.should_prune())
+    assert verdicts == [False] * PRUNER_WARMUP_EPOCHS + [True] * (4 - PRUNER_WARMUP_EPOCHS)
+
+    # as good as the long trials at epoch 3: the short trials, absent there, do not raise the bar
+    short = study.ask()
+    for epoch in range(1, 4):
+        short.report(0.5 + 0.1 * epoch, step=epoch)
+    assert not short.should_prune()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--n-trials", "0"], "n_trials must be a positive integer, got 0"),
+    (["--n-trials", "-3"], "n_trials must be a positive integer, got -3"),
+    (["--n-trials", "many"], "n-trials must be an integer, got 'many'"),
+    (["--max-epochs", "0"], "max_epochs must be a positive integer, got 0"),
+    (["--timeout", "-1"], "timeout must be a number of seconds >= 0"),
+    (["--model", "alexnet"], "unknown model 'alexnet'"),
+    (["--dataset", "imagenet"], "unknown dataset 'imagenet'"),
+    (["--storage", "redis://localhost/0"], "unknown storage scheme 'redis'"),
+    (["--storage", "optuna.db"], "storage 'optuna.db' is not a database URL"),
+    (["--storage", "sqlite:////no/such/folder/optuna.db"], "cannot reach storage"),
+    (["--storage", "postgresql://tuner:secret@127.0.0.1:{port}/optuna"],
+     "cannot reach storage postgresql://tuner:***@127.0.0.1:"),
+])
+def test_bad_input_exits_2_before_any_run(mlflow_uri: str, tmp_path: Path, capsys, argv,
+                                          message) -> None:
+    port = free_port()  # nothing listens there
+    argv = [a.format(port=port) for a in argv]
+    started = time.monotonic()
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("python -m tuning.optuna_resnet: error:")
+    assert message in last
+    assert "secret" not in err
+    assert time.monotonic() - started < 10
+    assert runs_in_store(tmp_path) == 0
+
+
+def test_unanswering_database_server_is_reported_within_seconds(mlflow_uri: str, tmp_path: Path,
+                                                               capsys) -> None:
+    """A server that takes the connection and never answers: the connect timeout ends it."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        port = silent.getsockname()[1]
+        started = time.monotonic()
+        with pytest.raises(SystemExit) as exit_info:
+            main(["--storage", f"postgresql://u@127.0.0.1:{port}/optuna"])
+        waited = time.monotonic() - started
+    assert exit_info.value.code == 2
+    assert f"cannot reach storage postgresql://u@127.0.0.1:{port}" in capsys.readouterr().err
+    assert 2 < waited < 10  # CONNECT_TIMEOUT_SECONDS, not libpq's default of forever
+    assert runs_in_store(tmp_path) == 0
+
+
+def test_mlproject_tune_entry_mirrors_the_command_line() -> None:
+    spec = yaml.safe_load((REPO / "MLproject").read_text())["entry_points"]["tune"]
+    defaults = vars(build_parser().parse_args([]))
+    for name, p in spec["parameters"].items():
+        assert p["default"] == defaults[name], name
+        assert f"--{name.replace('_', '-')} {{{name}}}" in spec["command"], name
+    assert {"dataset", "data_dir", "n_trials", "timeout", "max_epochs", "study_name", "storage",
+            "seed"} == set(spec["parameters"])
+    assert spec["command"].startswith("python -m tuning.optuna_resnet")
+
+
+def test_under_mlflow_run_the_launched_run_is_the_parent(
+    mlflow_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`mlflow run -e tune` creates the run, logs the parameters as typed, sets MLFLOW_RUN_ID."""
+    client = mlflow.MlflowClient()
+    experiment_id = client.create_experiment("project")
+    run_id = client.create_run(experiment_id).info.run_id
+    for key, value in {"n_trials": "1", "max_epochs": "1", "timeout": "0", "study_name": "",
+                       "storage": "", "seed": "0", "dataset": "digits", "data_dir": ""}.items():
+        client.log_param(run_id, key, value)
+    monkeypatch.setenv("MLFLOW_RUN_ID", run_id)
+    assert main(["--n-trials", "1", "--max-epochs", "1", "--model", "concat_cnn",
+                 "--limit", "100", "--timeout", "0"]) == 0
+    parent = client.get_run(run_id)
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["study_name"] == "concat_cnn-digits"
+    (child,) = child_runs([run_id])
+    assert child.info.experiment_id == experiment_id
+    assert client.get_experiment_by_name("concat_cnn-tuning") is None
+
+
+# --------------------------------------------------------------------------- slow
+
+
+@pytest.mark.slow
+def test_resnet50_two_trial_study(mlflow_uri: str) -> None:
+    summary = run_study(TuneConfig(n_trials=2, limit=120, max_epochs=1, experiment="tune"))
+    assert summary["trials_complete"] + summary["trials_pruned"] == 2
+    assert summary["registered_model"] == "resnet50-tuned/1"
+    runs = child_runs([summary["parent_run_id"]])
+    assert {r.data.params["model"] for r in runs} == {"resnet50"}
+    assert {r.data.params["epochs"] for r in runs} == {"1"}
+    assert 0.0 <= summary["tuned_test_accuracy"] <= 1.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def postgres_bin() -> Path | None:
+    """Debian's server binaries (/usr/lib/postgresql/<version>/bin), newest first, or PATH's."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"),
+                   key=lambda p: int(p.parts[-3]) if p.parts[-3].isdigit() else 0)
+    if found:
+        return found[-1].parent
+    pg_ctl = shutil.which("pg_ctl")
+    return Path(pg_ctl).parent if pg_ctl else None
+
+
+@pytest.fixture(scope="module")
+def postgres_server() -> Iterator[str]:
+    """A throw-away PostgreSQL server on 127.0.0.1 (trust auth); yields its URL sans database.
+
+    As root the server runs as the `postgres` user (initdb refuses root), from a temporary
+    folder that user owns; the unix socket lives there too.
+    """
+    bin_dir = postgres_bin()
+    if bin_dir is None:
+        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) not found: "
+                    "apt-get install postgresql")
+    as_user: list[str] = []
+    if os.geteuid() == 0:
+        try:
+            pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.skip("running as root and there is no 'postgres' user to run the server as")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    root = Path(tempfile.mkdtemp(prefix="pgtest-"))
+    if as_user:
+        shutil.chown(root, "postgres")
+    data, port = root / "data", free_port()
+
+    def pg(*cmd: str) -> None:
+        subprocess.run([*as_user, *cmd], check=True, capture_output=True, text=True, timeout=120)
+
+    try:
+        pg(str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres",
+           "--no-sync")
+        pg(str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(root / "server.log"), "-w",
+           "-o", f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off", "start")
+    except subprocess.CalledProcessError as err:
+        log = root / "server.log"
+        shutil.rmtree(root, ignore_errors=True)
+        pytest.fail(f"PostgreSQL did not start: {err.stderr}\n"
+                    f"{log.read_text() if log.exists() else ''}")
+    try:
+        yield f"postgresql://postgres@127.0.0.1:{port}"
+    finally:
+        pg(str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop")
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def create_database(server: str, name: str) -> str:
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(with_driver(f"{server}/postgres"),
+                                      isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
+    engine.dispose()
+    return f"{server}/{name}"
+
+
+def tune_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "tuning.optuna_resnet", *TINY_ARGS, "--experiment", "tune",
+            *args]
+
+
+def worker_env(mlflow_uri: str) -> dict[str, str]:
+    return {**os.environ, "MLFLOW_TRACKING_URI": mlflow_uri, "PYTHONPATH": str(REPO),
+            "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_two_workers_share_one_study_on_postgresql(mlflow_uri: str, tmp_path: Path,
+                                                   postgres_server: str) -> None:
+    storage = create_database(postgres_server, "two_workers")
+    common = ("--storage", storage, "--study-name", "shared", "--n-trials", "5")
+    env = worker_env(mlflow_uri)
+    subprocess.run(tune_command(*common, "--create-only"), env=env, check=True, timeout=300,
+                   capture_output=True)
+    workers = [subprocess.Popen(tune_command(*common), env=env, cwd=tmp_path, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+               for _ in range(2)]
+    outputs = [w.communicate(timeout=900)[0] for w in workers]
+    for w, out in zip(workers, outputs, strict=True):
+        assert w.returncode == 0, out[-3000:]
+
+    study = load("shared", storage)
+    counted = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(counted) == 5 and len(study.trials) == 5  # the total, not 5 per worker
+    numbers = [t.number for t in study.trials]
+    assert sorted(numbers) == list(range(5))
+    assert sum(bool(t.user_attrs.get("baseline")) for t in study.trials) == 1
+
+    client = mlflow.MlflowClient()
+    experiment = client.get_experiment_by_name("tune")
+    parents = [r for r in client.search_runs([experiment.experiment_id])
+               if "mlflow.parentRunId" not in r.data.tags]
+    assert len(parents) == 2 and {r.info.status for r in parents} == {"FINISHED"}
+    assert len({r.data.tags["worker"] for r in parents}) == 2
+    children = child_runs([r.info.run_id for r in parents])
+    assert sorted(int(r.data.tags["trial_number"]) for r in children) == numbers
+    assert all(r.data.tags["study_name"] == "shared" for r in children)
+    assert {r.data.tags["mlflow.parentRunId"] for r in children} == {r.info.run_id
+                                                                     for r in parents}
+    # every worker reported; the model registry holds one version per distinct best run
+    versions = client.search_model_versions("name = 'concat_cnn-tuned'")
+    assert len({v.run_id for v in versions}) == len(versions) >= 1
+    assert study.best_trial.user_attrs["mlflow_run_id"] in {v.run_id for v in versions}
+
+
+@pytest.mark.slow
+def test_a_killed_workers_trial_is_failed_and_retried(mlflow_uri: str, tmp_path: Path) -> None:
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    common = ("--study-name", "killed", "--n-trials", "2", "--heartbeat-interval", "1",
+              "--grace-period", "3", "--limit", "600", "--max-epochs", "4")
+    env = worker_env(mlflow_uri)
+    victim = subprocess.Popen(tune_command(*common), env=env, cwd=tmp_path,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:  # kill it once trial 0 has reported an epoch
+        time.sleep(0.5)
+        try:
+            trials = load("killed", storage).trials
+        except KeyError:  # study not created yet
+            continue
+        if trials and trials[0].state == TrialState.RUNNING and trials[0].intermediate_values:
+            break
+    else:
+        victim.kill()
+        pytest.fail("trial 0 never reported an epoch")
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    time.sleep(4)  # past the grace period: trial 0 is stale now
+
+    out = subprocess.run(tune_command(*common), env=env, cwd=tmp_path, capture_output=True,
+                         text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    study = load("killed", storage)
+    states = [t.state for t in study.trials]
+    assert states[0] == TrialState.FAIL
+    retry = study.trials[1]
+    assert retry.system_attrs["failed_trial"] == 0 and retry.params == study.trials[0].params
+    assert retry.user_attrs["baseline"] is True
+    assert states[1:].count(TrialState.COMPLETE) + states[1:].count(TrialState.PRUNED) == 2
+
+    client = mlflow.MlflowClient()
+    dead_run = client.get_run(study.trials[0].user_attrs["mlflow_run_id"])
+    assert dead_run.info.status == "FAILED"
+    assert dead_run.data.tags["trial_state"] == "FAIL"
+    assert "stopped sending heartbeats" in dead_run.data.tags["stop_reason"]
+    dead_parent = client.get_run(dead_run.data.tags["mlflow.parentRunId"])
+    assert dead_parent.info.status == "FAILED"
+    retry_run = client.get_run(retry.user_attrs["mlflow_run_id"])
+    assert retry_run.info.run_id != dead_run.info.run_id
+    assert retry_run.data.tags["retry_of_trial"] == "0"
+    assert retry_run.data.tags["trial_state"] in ("COMPLETE", "PRUNED")
