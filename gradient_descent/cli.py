@@ -38,8 +38,6 @@ from gradient_descent.core import (
 
 DEFAULT_EXPERIMENT = "gradient-descent"
 RUN_NAME = "gradient-descent"
-EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
-EXPERIMENT_KIND = "custom_model_development"
 _BATCH = 1000  # MLflow accepts at most 1000 metrics per log_batch call
 
 
@@ -208,25 +206,6 @@ def _report_grid(grid: GridResult) -> None:
         _report_single(best)
 
 
-def _experiment_id(client: Any, name: str) -> str:
-    """The id of experiment ``name``, created (tagged for MLflow's runs view) if missing."""
-    from mlflow.exceptions import MlflowException
-
-    experiment = client.get_experiment_by_name(name)
-    if experiment is None:
-        try:
-            return client.create_experiment(name, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
-        except MlflowException:  # created meanwhile by another process
-            experiment = client.get_experiment_by_name(name)
-            if experiment is None:
-                raise
-    if experiment.lifecycle_stage != "active":
-        raise MlflowException(
-            f"experiment {name!r} is deleted; restore it or pass another --experiment"
-        )
-    return experiment.experiment_id
-
-
 def _metric_batches(run: DescentResult, timestamp: int) -> list[list[Any]]:
     from mlflow.entities import Metric
 
@@ -279,8 +258,11 @@ def _track(
     import mlflow
     from mlflow.tracking import MlflowClient
 
+    from tracking.store import ensure_experiment, prepare_store
+
+    prepare_store()
     client = MlflowClient()
-    experiment_id = None if os.environ.get("MLFLOW_RUN_ID") else _experiment_id(client, experiment)
+    experiment_id = None if os.environ.get("MLFLOW_RUN_ID") else ensure_experiment(experiment)
     with mlflow.start_run(experiment_id=experiment_id, run_name=RUN_NAME) as run:
         run_id = run.info.run_id
         # `mlflow run` has already logged its own spelling of the parameters ("-1" for -1.0);

@@ -10,6 +10,10 @@ from __future__ import annotations
 import fcntl
 from pathlib import Path
 
+# MLflow 3.17's UI opens an experiment on its GenAI (traces) view unless it is tagged so
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+
 _prepared: set[str] = set()
 
 
@@ -41,4 +45,28 @@ def prepare_store(uri: str | None = None) -> str:
     return uri
 
 
-__all__ = ["prepare_store", "sqlite_path"]
+
+
+def ensure_experiment(name: str) -> str:
+    """Id of experiment `name`, created (tagged to open on the runs table) if missing.
+
+    Safe when several processes create it at once; a deleted experiment is refused.
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    client = mlflow.MlflowClient()
+    exp = client.get_experiment_by_name(name)
+    if exp is None:
+        try:
+            return client.create_experiment(name, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+        except MlflowException:  # another process created it first
+            exp = client.get_experiment_by_name(name)
+            if exp is None:
+                raise
+    if exp.lifecycle_stage != "active":
+        raise MlflowException(
+            f"experiment {name!r} is deleted; restore it or choose another experiment name")
+    if exp.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
+        client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+    return exp.experiment_id

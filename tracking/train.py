@@ -30,11 +30,7 @@ import numpy as np
 
 from tracking.config import Config, ConfigError, param_text, same_param
 from tracking.data import DataError, Dataset, load_dataset
-
-EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
-# MLflow 3.17's UI opens an experiment on its GenAI (traces) view unless it is tagged so
-EXPERIMENT_KIND = "custom_model_development"
-
+from tracking.store import ensure_experiment
 
 # --------------------------------------------------------------------------- pieces
 
@@ -58,25 +54,6 @@ def build_classifier(config: Config, data: Dataset) -> Any:
             steps.append(layers.RandomFlip("horizontal", seed=config.seed, name="random_flip"))
         x = keras.Sequential(steps, name="augment")(x)
     return keras.Model(inputs, core(x), name=config.model)
-
-
-def ensure_experiment(name: str) -> str:
-    """Id of experiment `name`, created (tagged to open on the runs table) if missing."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    client = mlflow.MlflowClient()
-    exp = client.get_experiment_by_name(name)
-    if exp is None:
-        try:
-            return client.create_experiment(name, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
-        except MlflowException:  # another process created it first
-            exp = client.get_experiment_by_name(name)
-            if exp is None:
-                raise
-    if exp.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
-        client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
-    return exp.experiment_id
 
 
 def adopt_launched_run_experiment(config: Config) -> Config:
@@ -590,13 +567,11 @@ def _last_run_id() -> str:
 
 def check_tracking_server() -> None:
     """Fail fast, naming the URI, when the tracking server cannot be reached."""
-    try:
-        from tracking.server import check_tracking_uri
-    except ImportError:  # the server helpers are optional for local stores
-        return
+    from tracking.server import TrackingServerError, check_tracking_uri
+
     try:
         check_tracking_uri()
-    except Exception as err:
+    except TrackingServerError as err:
         raise ConfigError(str(err)) from None
 
 
