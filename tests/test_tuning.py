@@ -14,9 +14,10 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import mlflow
@@ -25,16 +26,22 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
+import tuning.optuna_resnet
 from tuning.optuna_resnet import (
     OBJECTIVE_METRIC,
     PRUNER_STARTUP_TRIALS,
     PRUNER_WARMUP_EPOCHS,
+    StorageUnavailable,
     TuneConfig,
+    TuneError,
     baseline_params,
     build_parser,
+    check_resume,
     default_pruner,
     main,
+    open_storage,
     run_study,
+    search_space,
     with_driver,
 )
 
@@ -175,6 +182,54 @@ def test_resuming_a_study_adds_trials_without_a_second_baseline(mlflow_uri: str,
     assert len({v.run_id for v in versions}) == len(versions) <= 2
 
 
+def test_resuming_with_another_search_space_exits_2_before_any_run(mlflow_uri: str,
+                                                                   tmp_path: Path,
+                                                                   capsys) -> None:
+    args = ["--model", "concat_cnn", "--limit", "100", "--experiment", "tune",
+            "--study-name", "space", "--n-trials", "1"]
+    assert main([*args, "--max-epochs", "1"]) == 0
+    study = load("space", f"sqlite:///{tmp_path / 'optuna.db'}")
+    assert study.user_attrs["search_space"] == {
+        "model": "concat_cnn", "dataset": "digits", "epochs": "1..1",
+        "batch_size": "16,32,64,128,256,512", "learning_rate": "0.0001..0.01 log"}
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE]
+    runs = runs_in_store(tmp_path)
+    assert runs == 2  # parent and trial
+    capsys.readouterr()
+
+    for more in (["--max-epochs", "3", "--n-trials", "2"], ["--max-epochs", "3", "--create-only"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main([*args, *more])
+        assert exit_info.value.code == 2
+        last = capsys.readouterr().err.strip().splitlines()[-1]
+        assert last.startswith("python -m tuning.optuna_resnet: error: study 'space' in sqlite:///")
+        assert ("was created with epochs 1..1, this command asks for epochs 2..3: use a new "
+                "--study-name, or resume with the same settings (--max-epochs 1)") in last
+    assert len(load("space", f"sqlite:///{tmp_path / 'optuna.db'}").trials) == 1
+    assert runs_in_store(tmp_path) == runs
+
+
+def test_a_study_from_before_the_recorded_space_is_checked_against_its_trials(
+    mlflow_uri: str, tmp_path: Path, capsys
+) -> None:
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    legacy = optuna.create_study(storage=storage, study_name="legacy", direction="maximize")
+    legacy.add_trial(optuna.create_trial(params=baseline_params("concat_cnn", 2),
+                                         distributions=search_space(2), value=0.5))
+    config = TuneConfig(study_name="legacy", **TINY)  # max_epochs 2: the same space
+    check_resume(config)
+    with pytest.raises(TuneError, match=r"created with epochs 2\.\.2, this command asks for "
+                                        r"epochs 2\.\.4: .*\(--max-epochs 2\)$"):
+        check_resume(replace(config, max_epochs=4))
+    with pytest.raises(SystemExit) as exit_info:
+        main([*TINY_ARGS, "--study-name", "legacy", "--max-epochs", "4", "--create-only"])
+    assert exit_info.value.code == 2
+    assert "study 'legacy' in sqlite:///" in capsys.readouterr().err
+    study = load("legacy", storage)
+    assert len(study.trials) == 1 and "search_space" not in study.user_attrs
+    assert runs_in_store(tmp_path) == 0
+
+
 def test_default_pruner_spares_warm_up_epochs_and_compares_at_equal_epochs() -> None:
     """Steps are epochs from 1: a hopeless trial survives its warm-up epochs, then is pruned;
     a completed trial that never reached an epoch does not count at that epoch."""
@@ -310,9 +365,29 @@ def postgres_bin() -> Path | None:
     return Path(pg_ctl).parent if pg_ctl else None
 
 
+@dataclass
+class PostgresServer:
+    """A running PostgreSQL server: `url` without a database; stop() and start() it again on
+    the same port and data folder (a database outage)."""
+    url: str
+    pg_ctl: list[str]  # the pg_ctl command line (as the server's user) with its data folder
+    start_options: list[str]
+
+    def _run(self, *args: str) -> None:
+        subprocess.run([*self.pg_ctl, *args], check=True, capture_output=True, text=True,
+                       timeout=120)
+
+    def stop(self) -> None:
+        self._run("-m", "fast", "-w", "stop")
+
+    def start(self) -> None:
+        if subprocess.run([*self.pg_ctl, "status"], capture_output=True).returncode != 0:
+            self._run("-w", *self.start_options, "start")
+
+
 @pytest.fixture(scope="module")
-def postgres_server() -> Iterator[str]:
-    """A throw-away PostgreSQL server on 127.0.0.1 (trust auth); yields its URL sans database.
+def postgres() -> Iterator[PostgresServer]:
+    """A throw-away PostgreSQL server on 127.0.0.1 (trust auth).
 
     As root the server runs as the `postgres` user (initdb refuses root), from a temporary
     folder that user owns; the unix socket lives there too.
@@ -333,24 +408,33 @@ def postgres_server() -> Iterator[str]:
         shutil.chown(root, "postgres")
     data, port = root / "data", free_port()
 
-    def pg(*cmd: str) -> None:
-        subprocess.run([*as_user, *cmd], check=True, capture_output=True, text=True, timeout=120)
-
+    server = PostgresServer(
+        url=f"postgresql://postgres@127.0.0.1:{port}",
+        pg_ctl=[*as_user, str(bin_dir / "pg_ctl"), "-D", str(data)],
+        start_options=["-l", str(root / "server.log"), "-o",
+                       f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"])
     try:
-        pg(str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres",
-           "--no-sync")
-        pg(str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(root / "server.log"), "-w",
-           "-o", f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off", "start")
+        subprocess.run([*as_user, str(bin_dir / "initdb"), "-D", str(data), "-A", "trust",
+                        "-U", "postgres", "--no-sync"],
+                       check=True, capture_output=True, text=True, timeout=120)
+        server.start()
     except subprocess.CalledProcessError as err:
         log = root / "server.log"
         shutil.rmtree(root, ignore_errors=True)
         pytest.fail(f"PostgreSQL did not start: {err.stderr}\n"
                     f"{log.read_text() if log.exists() else ''}")
     try:
-        yield f"postgresql://postgres@127.0.0.1:{port}"
+        yield server
     finally:
-        pg(str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop")
+        subprocess.run([*server.pg_ctl, "-m", "immediate", "stop"], capture_output=True,
+                       timeout=120)
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def postgres_server(postgres: PostgresServer) -> str:
+    """The server's URL without a database."""
+    return postgres.url
 
 
 def create_database(server: str, name: str) -> str:
@@ -460,3 +544,110 @@ def test_a_killed_workers_trial_is_failed_and_retried(mlflow_uri: str, tmp_path:
     assert retry_run.info.run_id != dead_run.info.run_id
     assert retry_run.data.tags["retry_of_trial"] == "0"
     assert retry_run.data.tags["trial_state"] in ("COMPLETE", "PRUNED")
+
+
+@pytest.mark.postgres
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning",
+                            "ignore:Heartbeat of storage is supposed to be used")
+def test_storage_waits_out_a_short_outage_and_gives_up_on_a_long_one(
+    postgres: PostgresServer, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """The storage's own operations against a server that is really stopped and started."""
+    url = create_database(postgres.url, "outage")
+    study = optuna.create_study(storage=open_storage(TuneConfig(storage=url, **TINY)),
+                                study_name="outage", direction="maximize")
+    capsys.readouterr()
+
+    # a short outage: creating a trial waits until the server is back
+    monkeypatch.setattr(tuning.optuna_resnet, "STORAGE_OUTAGE_SECONDS", 60)
+    postgres.stop()
+    restart = threading.Timer(2, postgres.start)
+    restart.start()
+    try:
+        started = time.monotonic()
+        trial = study.ask()
+        waited = time.monotonic() - started
+    finally:
+        restart.join()
+        postgres.start()
+    assert 2 < waited < 30
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2, err
+    assert err[0].startswith(f"warning: storage {url} unavailable (")
+    assert err[0].endswith("retrying for up to 60 s")
+    assert err[1].startswith(f"storage {url} available again after ")
+
+    # a long one: telling the result gives up after the limit, then fails at once
+    monkeypatch.setattr(tuning.optuna_resnet, "STORAGE_OUTAGE_SECONDS", 3)
+    postgres.stop()
+    try:
+        started = time.monotonic()
+        with pytest.raises(StorageUnavailable, match=rf"^storage {url} unavailable for 3 s \("):
+            study.tell(trial, 0.5)
+        assert 3 <= time.monotonic() - started < 15
+        started = time.monotonic()
+        with pytest.raises(StorageUnavailable):
+            study.get_trials()
+        assert time.monotonic() - started < 2
+    finally:
+        postgres.start()
+    study.tell(trial, 0.5)
+    assert [t.state for t in study.get_trials()] == [TrialState.COMPLETE]
+    assert "available again" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_a_worker_outlives_a_database_restart(mlflow_uri: str, tmp_path: Path,
+                                              postgres: PostgresServer) -> None:
+    """PostgreSQL stopped for 6 s once trial 0 is complete: the worker waits, then finishes."""
+    import sqlalchemy
+    from sqlalchemy.pool import NullPool
+
+    storage = create_database(postgres.url, "restart")
+    worker = subprocess.Popen(
+        tune_command("--storage", storage, "--study-name", "restart", "--n-trials", "3",
+                     "--heartbeat-interval", "1"),
+        env=worker_env(mlflow_uri), cwd=tmp_path, text=True, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT)
+    engine = sqlalchemy.create_engine(with_driver(storage), poolclass=NullPool)
+    complete = sqlalchemy.text("SELECT count(*) FROM trials WHERE state = 'COMPLETE'")
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            assert worker.poll() is None, worker.communicate()[0][-3000:]
+            assert time.monotonic() < deadline, "trial 0 never completed"
+            time.sleep(0.2)
+            try:
+                with engine.connect() as conn:
+                    if conn.execute(complete).scalar():
+                        break
+            except sqlalchemy.exc.ProgrammingError:  # no tables yet
+                continue
+        engine.dispose()
+        postgres.stop()
+        time.sleep(6)
+        postgres.start()
+        output = worker.communicate(timeout=600)[0]
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+        postgres.start()
+    assert worker.returncode == 0, output[-3000:]
+    warnings = [line for line in output.splitlines() if line.startswith("warning: storage")]
+    assert len(warnings) == 1 and "retrying for up to 60 s" in warnings[0], output[-3000:]
+    assert f"storage {storage} available again after" in output
+
+    study = load("restart", storage)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 3
+    client = mlflow.MlflowClient()
+    experiment = client.get_experiment_by_name("tune")
+    (parent,) = [r for r in client.search_runs([experiment.experiment_id])
+                 if "mlflow.parentRunId" not in r.data.tags]
+    assert parent.info.status == "FINISHED"
+    children = child_runs([parent.info.run_id])
+    assert sorted(int(r.data.tags["trial_number"]) for r in children) == [0, 1, 2]
+    assert {r.info.status for r in children} == {"FINISHED"}
+    assert {r.info.run_id for r in children} == {t.user_attrs["mlflow_run_id"]
+                                                 for t in study.trials}

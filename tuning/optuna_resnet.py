@@ -7,8 +7,8 @@ others) and its epochs and batch size were the suspects. This study answers that
     python -m tuning.optuna_resnet --study-name resnet50-digits ...   # resume (same total)
     mlflow run . -e tune -P n_trials=20 --experiment-name resnet50-tuning
 
-What is tuned is `suggest` below: epochs (up to --max-epochs), batch size (powers of two) and
-the peak learning rate (log-uniform). The original setting, 5 epochs at batch 128 with the
+What is tuned is `search_space` below: epochs (up to --max-epochs), batch size (powers of two)
+and the peak learning rate (log-uniform). The original setting, 5 epochs at batch 128 with the
 recipe's learning rate, is enqueued as the study's first trial, so the study always holds it.
 Validation accuracy is the objective; the test split is touched once, at the end, to compare
 the best trial's logged model with the baseline trial's.
@@ -38,6 +38,29 @@ storage (PostgreSQL advisory lock; for SQLite a lock on its folder); on other da
 `--create-only` once before starting workers. Every worker finishes by reporting the study as
 it stands then into its own parent run; the last to finish sees every trial, and the registry
 gets a new version only when the best trial changed.
+
+Resuming: a new study keeps what it searches as its user attribute `search_space` (model, data
+set and each parameter's range, `space_record`). A command that finds the study existing, a
+resume or another worker, must search the same space, or it stops with status 2 before any
+run starts, naming the study, both spaces and the flag to fix (or: use a new --study-name).
+A study from before that attribute is checked against its trials' parameter ranges (its model
+and data set cannot be checked); it is accepted as it is and not stamped.
+
+Database outages (PostgreSQL and other servers; a SQLite file has none): a worker waits out a
+server that is away for up to STORAGE_OUTAGE_SECONDS, e.g. a restart. `OutageTolerantStorage`
+wraps every method of Optuna's RDBStorage, each one transaction, in a retry (`OutageGuard`)
+that runs it again whole on a lost or refused connection (OperationalError, also behind
+Optuna's StorageInternalError), backing off from 0.5 s to STORAGE_RETRY_MAX_DELAY;
+`pool_pre_ping` replaces the connections the server dropped. So creating a trial, the reports
+and pruning checks inside a training trial, telling its result, reading the study and the
+heartbeats all pause instead of failing the trial; taking the admission lock waits likewise.
+One warning line says when an outage starts, one line when it ends. An outage that lasts
+longer stops the worker with a one-line error and status 1 (its runs end FAILED; a trial it
+left running is failed and retried by the next worker after the grace period); a heartbeat
+that gives up is only skipped. A write that reached the database just as its connection
+broke is run again: in that narrow window a trial could be created twice (the copy, never
+started, stays RUNNING and takes a place of --n-trials) or told twice (Optuna's
+UpdateFinishedTrialError stops the worker).
 """
 
 from __future__ import annotations
@@ -45,10 +68,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import functools
+import inspect
 import os
 import signal
 import socket
 import sys
+import threading
 import time
 import warnings
 import zlib
@@ -64,6 +90,12 @@ import sqlalchemy
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.engine import make_url
@@ -88,13 +120,38 @@ BASELINE_EPOCHS = 5  # the original study's setting, enqueued as trial 0 ...
 BASELINE_BATCH_SIZE = 128  # ... with the model recipe's learning rate
 
 
+def search_space(max_epochs: int) -> dict[str, BaseDistribution]:
+    """What is tuned: the Config fields a trial overrides, as Optuna distributions."""
+    return {"epochs": IntDistribution(min(MIN_EPOCHS, max_epochs), max_epochs),
+            "batch_size": CategoricalDistribution(BATCH_SIZES),
+            "learning_rate": FloatDistribution(*LEARNING_RATES, log=True)}
+
+
 def suggest(trial: optuna.Trial, max_epochs: int) -> dict[str, Any]:
-    """One point of the search space: the Config fields a trial overrides."""
+    """One point of the search space."""
+    space: dict[str, Any] = search_space(max_epochs)
+    epochs, rate = space["epochs"], space["learning_rate"]
     return {
-        "epochs": trial.suggest_int("epochs", min(MIN_EPOCHS, max_epochs), max_epochs),
-        "batch_size": trial.suggest_categorical("batch_size", BATCH_SIZES),
-        "learning_rate": trial.suggest_float("learning_rate", *LEARNING_RATES, log=True),
+        "epochs": trial.suggest_int("epochs", epochs.low, epochs.high),
+        "batch_size": trial.suggest_categorical("batch_size", space["batch_size"].choices),
+        "learning_rate": trial.suggest_float("learning_rate", rate.low, rate.high, log=rate.log),
     }
+
+
+def describe(distribution: BaseDistribution) -> str:
+    """`2..10`, `16,32,64` or `0.0001..0.01 log`: how the study records and reports a range."""
+    if isinstance(distribution, CategoricalDistribution):
+        return ",".join(map(str, distribution.choices))
+    if isinstance(distribution, IntDistribution | FloatDistribution):
+        text = f"{distribution.low!r}..{distribution.high!r}"
+        return text + " log" if distribution.log else text
+    return repr(distribution)
+
+
+def space_record(config: TuneConfig) -> dict[str, str]:
+    """What a study is about, kept as its user attribute SPACE_ATTR: resuming it must match."""
+    return {"model": config.model, "dataset": config.dataset,
+            **{name: describe(d) for name, d in search_space(config.max_epochs).items()}}
 
 
 def baseline_params(model: str, max_epochs: int) -> dict[str, Any]:
@@ -110,15 +167,22 @@ PRUNER_WARMUP_EPOCHS = 2  # nor during a trial's first epochs (learning-rate war
 MAX_RETRIES = 2  # a dead worker's trial is run again at most this often
 MAX_FAILURES_IN_A_ROW = 3  # a worker whose trials keep failing (e.g. NaN loss) stops
 CONNECT_TIMEOUT_SECONDS = 3  # an unreachable database server is reported after this long
+STORAGE_OUTAGE_SECONDS = 60  # a worker waits this long for its database server to come back
+STORAGE_RETRY_MAX_DELAY = 5  # seconds between tries during an outage, at most (from 0.5)
 LOCK_KEY = zlib.crc32(b"tuning.optuna_resnet")  # PostgreSQL advisory lock id of this module
 COUNTED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)  # what --n-trials counts
 RUN_ID_ATTR = "mlflow_run_id"  # trial user attribute linking a trial to its MLflow run
 MODEL_URI_ATTR = "mlflow_model_uri"  # trial user attribute: the logged model (models:/...)
 BASELINE_ATTR = "baseline"  # trial user attribute marking the enqueued reference setting
+SPACE_ATTR = "search_space"  # study user attribute: space_record() of the command that made it
 
 
 class TuneError(ValueError):
     """A tuning setting is invalid; the message says which and what is allowed."""
+
+
+class StorageUnavailable(RuntimeError):
+    """The Optuna database stayed unreachable for longer than STORAGE_OUTAGE_SECONDS."""
 
 
 @dataclass(frozen=True)
@@ -219,11 +283,129 @@ def check_storage(url: str) -> None:
         engine.dispose()
 
 
+def causes(err: BaseException) -> Iterator[BaseException]:
+    """`err`, then what it was raised from or while handling, and so on."""
+    seen: set[int] = set()
+    cause: BaseException | None = err
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        yield cause
+        cause = cause.__cause__ or cause.__context__
+
+
+def outage_cause(err: BaseException) -> str | None:
+    """The database error behind `err` (Optuna wraps them) if it is a lost or refused
+    connection, the server shutting down or starting up; None for any other error."""
+    for cause in causes(err):
+        if isinstance(cause, sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError) or (
+                isinstance(cause, sqlalchemy.exc.DBAPIError) and cause.connection_invalidated):
+            lines = str(getattr(cause, "orig", None) or cause).strip().splitlines()
+            return lines[0] if lines else type(cause).__name__
+    return None
+
+
+class OutageGuard:
+    """Runs storage operations again while the database server is away, with a backoff from
+    0.5 s to STORAGE_RETRY_MAX_DELAY, for STORAGE_OUTAGE_SECONDS from the outage's first error
+    (one clock per database, shared by the threads); then raises StorageUnavailable, and fails
+    at once while the server stays away. Prints one line when an outage starts and one when
+    it ends."""
+
+    def __init__(self, url: str) -> None:
+        self.shown = masked(url).replace("postgresql+psycopg2://", "postgresql://", 1)
+        self._lock = threading.Lock()
+        self._down_since: float | None = None
+
+    def call(self, operation: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        delay = 0.5
+        while True:
+            try:
+                result = operation(*args, **kwargs)
+            except Exception as err:
+                cause = outage_cause(err)
+                if cause is None:
+                    raise
+                now = time.monotonic()
+                with self._lock:
+                    if self._down_since is None:
+                        self._down_since = now
+                        print(f"warning: storage {self.shown} unavailable ({cause}); "
+                              f"retrying for up to {STORAGE_OUTAGE_SECONDS} s",
+                              file=sys.stderr, flush=True)
+                    waited = now - self._down_since
+                if waited >= STORAGE_OUTAGE_SECONDS:
+                    raise StorageUnavailable(
+                        f"storage {self.shown} unavailable for {waited:.0f} s ({cause}); "
+                        "start the worker again when the database is back (a trial it left "
+                        "running is then failed and retried)") from err
+                time.sleep(min(delay, STORAGE_OUTAGE_SECONDS - waited))
+                delay = min(2 * delay, STORAGE_RETRY_MAX_DELAY)
+                continue
+            if self._down_since is not None:
+                with self._lock:
+                    if self._down_since is not None:
+                        print(f"storage {self.shown} available again after "
+                              f"{time.monotonic() - self._down_since:.0f} s",
+                              file=sys.stderr, flush=True)
+                        self._down_since = None
+            return result
+
+
+_GUARDS: dict[str, OutageGuard] = {}
+_GUARDS_LOCK = threading.Lock()
+
+
+def outage_guard(url: str) -> OutageGuard:
+    """The one OutageGuard of this process for the database at `url`."""
+    key = with_driver(url)
+    with _GUARDS_LOCK:
+        return _GUARDS.setdefault(key, OutageGuard(key))
+
+
+_in_guarded_call = threading.local()
+
+
+def _guarded(method: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(method)
+    def call(self: RDBStorage, *args: Any, **kwargs: Any) -> Any:
+        if getattr(_in_guarded_call, "active", False):  # the outermost call retries, whole
+            return method(self, *args, **kwargs)
+        _in_guarded_call.active = True
+        try:
+            return outage_guard(self.url).call(method, self, *args, **kwargs)
+        finally:
+            _in_guarded_call.active = False
+    return call
+
+
+class OutageTolerantStorage(RDBStorage):
+    """RDBStorage whose every operation waits out a short outage of the database server.
+
+    Each method of RDBStorage (those Optuna's cache calls included) is one transaction: after
+    a connection error it was rolled back, so it is run again whole, on a fresh connection.
+    The heartbeat thread never dies of an outage: a heartbeat that gives up is skipped."""
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        try:
+            _guarded(RDBStorage.record_heartbeat)(self, trial_id)
+        except StorageUnavailable:
+            pass  # the worker's own storage calls stop it; the next heartbeat may get through
+
+
+for _name, _method in vars(RDBStorage).items():
+    if (inspect.isfunction(_method) and not _name.startswith("__")
+            and _name not in vars(OutageTolerantStorage)):
+        setattr(OutageTolerantStorage, _name, _guarded(_method))
+del _name, _method
+
+
 @contextlib.contextmanager
 def storage_lock(url: str) -> Iterator[None]:
     """Serialise workers sharing `url`: a PostgreSQL advisory lock, for SQLite a lock on the
     database's folder (not the file: closing a second descriptor of the file would drop
-    SQLite's own locks). Other databases get no lock: run --create-only before the workers."""
+    SQLite's own locks). Other databases get no lock: run --create-only before the workers.
+    Taking the PostgreSQL lock waits out an outage (OutageGuard); a server that restarts while
+    the lock is held has released it, so a failed unlock after an outage is no error."""
 
     parsed = make_url(with_driver(url))
     backend = parsed.get_backend_name()
@@ -231,14 +413,32 @@ def storage_lock(url: str) -> Iterator[None]:
         engine = sqlalchemy.create_engine(parsed, poolclass=NullPool,
                                           connect_args=_connect_args(url),
                                           isolation_level="AUTOCOMMIT")
+        lock, unlock = (sqlalchemy.text(f"SELECT pg_advisory_{op}(:k)")
+                        for op in ("lock", "unlock"))
+
+        def acquire() -> sqlalchemy.Connection:
+            conn = engine.connect()
+            try:
+                conn.execute(lock, {"k": LOCK_KEY})
+            except BaseException:
+                with contextlib.suppress(SQLAlchemyError):
+                    conn.close()
+                raise
+            return conn
+
         try:
-            with engine.connect() as conn:
-                conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": LOCK_KEY})
+            conn = outage_guard(url).call(acquire)
+            try:
+                yield
+            finally:
                 try:
-                    yield
+                    conn.execute(unlock, {"k": LOCK_KEY})
+                except SQLAlchemyError as err:
+                    if outage_cause(err) is None:
+                        raise
                 finally:
-                    conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"),
-                                 {"k": LOCK_KEY})
+                    with contextlib.suppress(SQLAlchemyError):
+                        conn.close()
         finally:
             engine.dispose()
     elif backend == "sqlite" and parsed.database not in (None, "", ":memory:"):
@@ -275,13 +475,15 @@ class RetryLostTrial(RetryHeartbeatStaleTrialCallback):
 
 
 def open_storage(config: TuneConfig) -> RDBStorage:
+    """The study's storage; on a database server (not a SQLite file) it outlives outages."""
     engine_kwargs: dict[str, Any] = {"connect_args": _connect_args(config.storage)}
+    kind = RDBStorage
     if not config.storage.startswith("sqlite"):
-        engine_kwargs["pool_pre_ping"] = True  # survive the server closing idle connections
-    return RDBStorage(with_driver(config.storage), engine_kwargs=engine_kwargs,
-                      heartbeat_interval=config.heartbeat_interval,
-                      grace_period=config.grace_period,
-                      heartbeat_stale_trial_callback=RetryLostTrial(max_retry=MAX_RETRIES))
+        engine_kwargs["pool_pre_ping"] = True  # replace connections the server has closed
+        kind = OutageTolerantStorage
+    return kind(with_driver(config.storage), engine_kwargs=engine_kwargs,
+                heartbeat_interval=config.heartbeat_interval, grace_period=config.grace_period,
+                heartbeat_stale_trial_callback=RetryLostTrial(max_retry=MAX_RETRIES))
 
 
 def default_pruner() -> optuna.pruners.BasePruner:
@@ -290,16 +492,77 @@ def default_pruner() -> optuna.pruners.BasePruner:
                                        n_warmup_steps=PRUNER_WARMUP_EPOCHS + 1)
 
 
+def check_search_space(study: optuna.Study, config: TuneConfig) -> None:
+    """Raise TuneError unless `config` searches the space `study` was created with (its
+    SPACE_ATTR). A study from before that attribute is checked against its trials'
+    distributions, which say nothing of the model and data set."""
+    asked = space_record(config)
+    recorded = study.user_attrs.get(SPACE_ATTR)
+    if recorded is None:
+        seen: dict[str, set[str]] = {}
+        for trial in study.get_trials(deepcopy=False):
+            for name, distribution in trial.distributions.items():
+                seen.setdefault(name, set()).add(describe(distribution))
+        recorded = {name: " and ".join(sorted(texts)) for name, texts in seen.items()}
+        differ = [k for k in recorded if recorded[k] != asked.get(k)]
+    else:
+        differ = [k for k in {**recorded, **asked} if recorded.get(k) != asked.get(k)]
+    if not differ:
+        return
+    hints = []
+    for key in differ:
+        value = str(recorded.get(key, "(none)"))
+        low, _, high = value.partition("..")
+        if key in ("model", "dataset"):
+            hints.append(f"--{key} {value}")
+        elif key == "epochs" and low.isdigit() and high.isdigit():
+            hints.append(f"--max-epochs {high}" if int(low) == min(MIN_EPOCHS, int(high))
+                         else f"MIN_EPOCHS = {low} and --max-epochs {high}")
+        else:
+            constant = {"batch_size": "BATCH_SIZES", "learning_rate": "LEARNING_RATES"}
+            hints.append(f"{constant.get(key, key)} {value} in tuning/optuna_resnet.py")
+
+    def show(space: dict[str, Any]) -> str:
+        return ", ".join(f"{k} {space.get(k, '(none)')}" for k in differ)
+
+    raise TuneError(f"study {config.study_name!r} in {masked(config.storage)} was created with "
+                    f"{show(recorded)}, this command asks for {show(asked)}: use a new "
+                    f"--study-name, or resume with the same settings ({'; '.join(hints)})")
+
+
+def check_resume(config: TuneConfig) -> None:
+    """If the study exists, check_search_space (main's check before loading data and starting
+    runs; open_study checks again under the lock)."""
+    config = config.resolved()
+    with warnings.catch_warnings(), storage_lock(config.storage):
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        storage = open_storage(config)
+        try:
+            try:
+                study = optuna.load_study(study_name=config.study_name, storage=storage)
+            except KeyError:  # no such study yet
+                return
+            check_search_space(study, config)
+        finally:
+            storage.engine.dispose()
+
+
 def open_study(config: TuneConfig, pruner: optuna.pruners.BasePruner | None = None,
                ) -> tuple[optuna.Study, int]:
     """Create or load the study (call under `storage_lock`); enqueue the baseline into a new one.
 
-    Returns the study and its sampler's seed: `seed` plus the trials already in the study, so
-    a resumed study or a second worker does not replay the first one's random proposals.
+    A new study records its search space (SPACE_ATTR); an existing one must have been created
+    with the space this config searches (else TuneError). Returns the study and its sampler's
+    seed: `seed` plus the trials already in the study, so a resumed study or a second worker
+    does not replay the first one's random proposals.
     """
     storage = open_storage(config)
     existing = optuna.create_study(storage=storage, study_name=config.study_name,
                                    direction="maximize", load_if_exists=True)
+    if existing.trials or SPACE_ATTR in existing.user_attrs:
+        check_search_space(existing, config)
+    else:  # new (or empty and from before the attribute)
+        existing.set_user_attr(SPACE_ATTR, space_record(config))
     sampler_seed = config.seed + len(existing.trials)
     study = optuna.load_study(
         study_name=config.study_name, storage=storage,
@@ -505,9 +768,9 @@ def run_study(config: TuneConfig, *, data: Dataset | None = None,
                 "limit": config.limit, "seed": config.seed, "n_trials": config.n_trials,
                 "max_epochs": config.max_epochs, "timeout": config.timeout,
                 "sampler_seed": sampler_seed, "pruner": type(study.pruner).__name__,
-                "objective": OBJECTIVE_METRIC, "space_batch_size": ",".join(map(str, BATCH_SIZES)),
-                "space_epochs": f"{min(MIN_EPOCHS, config.max_epochs)}..{config.max_epochs}",
-                "space_learning_rate": f"{LEARNING_RATES[0]}..{LEARNING_RATES[1]} log",
+                "objective": OBJECTIVE_METRIC,
+                **{f"space_{name}": describe(distribution)
+                   for name, distribution in search_space(config.max_epochs).items()},
                 "heartbeat_interval": config.heartbeat_interval,
                 "grace_period": config.grace_period,
             })
@@ -544,6 +807,15 @@ def run_study(config: TuneConfig, *, data: Dataset | None = None,
             status = "KILLED"
             mlflow.set_tag("stop_reason", str(stop) or "interrupted (Ctrl-C)")
             raise
+        except Exception as err:
+            lost = next((e for e in causes(err) if isinstance(e, StorageUnavailable)), None)
+            if lost is None:
+                raise
+            mlflow.set_tag("stop_reason", str(lost))
+            if lost is err:
+                raise
+            # Optuna, failing to record the trial's end, may raise something else on top
+            raise StorageUnavailable(str(lost)) from err
         finally:
             mlflow.end_run(status=status)
 
@@ -613,6 +885,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = TuneConfig(**{k: v for k, v in vars(args).items() if k != "create_only"})
         base = config.base_config()
         check_storage(config.resolved().storage)
+        check_resume(config)  # an existing study must have this search space
         if args.create_only:
             print(create_study_only(config))
             return 0
@@ -624,6 +897,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         summary = run_study(config, data=data)
+    except TuneError as err:  # another worker created the study meanwhile; no run started
+        parser.error(str(err))
+    except StorageUnavailable as err:
+        print(f"{parser.prog}: error: {err}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"interrupted: resume with --study-name {config.resolved().study_name}",
               file=sys.stderr)
