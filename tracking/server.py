@@ -121,6 +121,8 @@ def _check_database(uri: str, timeout: float) -> None:
             pass
     except Exception as err:  # drivers raise their own types
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        if isinstance(err, ModuleNotFoundError) and "psycopg" in str(err):
+            first += "; SQLAlchemy 2.1 reads postgresql:// as psycopg 3: write postgresql+psycopg2://"
         raise TrackingServerError(
             f"tracking database {masked(uri)} is not reachable within {seconds} s ({first})"
         ) from None

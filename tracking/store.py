@@ -55,11 +55,16 @@ def ensure_experiment(name: str) -> str:
     import mlflow
     from mlflow.exceptions import MlflowException
 
+    from tracking.server import publish_runs_view
+
     client = mlflow.MlflowClient()
     exp = client.get_experiment_by_name(name)
     if exp is None:
         try:
-            return client.create_experiment(name, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+            experiment_id = client.create_experiment(
+                name, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+            publish_runs_view(experiment_id)  # the runs table opens on our key metrics
+            return experiment_id
         except MlflowException:  # another process created it first
             exp = client.get_experiment_by_name(name)
             if exp is None:

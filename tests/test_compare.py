@@ -1,0 +1,209 @@
+"""The comparison report, from runs logged to a real MLflow store.
+
+The runs here are logged the way `tracking.train` logs them (same keys, the confusion matrix
+written by `tracking.evaluate.log_evaluation`) but with chosen accuracies, so the report's
+verdicts can be checked exactly. tests/test_study.py covers the path from real training.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+import yaml
+from processes import free_port
+
+from tracking import compare
+from tracking.compare import CompareError, ModelGroup, RunSummary, gap_verdict
+from tracking.evaluate import evaluation_from_probabilities, log_evaluation
+from tracking.server import TrackingServerError, check_tracking_uri
+
+REPO = Path(__file__).resolve().parents[1]
+CLASSES = [str(i) for i in range(10)]
+PER_CLASS = 20  # test images per class
+
+
+def log_fake_training_run(experiment: str, model: str, seed: int, accuracy: float, *,
+                          dataset: str = "digits", hard: int = 7, confused_with: int = 1,
+                          status: str = "FINISHED", tags: dict[str, str] | None = None,
+                          artifacts: bool = True) -> str:
+    """A run shaped like tracking.train's: params, per-epoch curves, test metrics, confusion
+    matrix. Errors go to class `hard` (taken for `confused_with`) first, then spread."""
+    from tracking.store import ensure_experiment
+
+    y = np.repeat(np.arange(10), PER_CLASS)
+    pred = y.copy()
+    wrong = round((1 - accuracy) * len(y))
+    hard_idx = np.flatnonzero(y == hard)[: min(wrong, PER_CLASS // 2)]
+    pred[hard_idx] = confused_with
+    rest = [i for i in range(len(y)) if y[i] != hard][: wrong - len(hard_idx)]
+    pred[rest] = (y[rest] + 1) % 10
+    probs = np.full((len(y), 10), 0.01)
+    probs[np.arange(len(y)), pred] = 0.91
+    ev = evaluation_from_probabilities(probs, y, CLASSES)
+    with mlflow.start_run(experiment_id=ensure_experiment(experiment),
+                          run_name=f"{model}-{dataset}-seed{seed}",
+                          tags={"model": model, "dataset": dataset, **(tags or {})}) as run:
+        mlflow.log_params({"model": model, "dataset": dataset, "seed": seed,
+                           "class_names": ",".join(CLASSES), "num_params": 1000 + seed})
+        for epoch in (1, 2, 3):
+            mlflow.log_metrics({"val_accuracy": accuracy * epoch / 3, "val_loss": 1.0 / epoch,
+                                "train_images_per_second": 100.0 * epoch}, step=epoch)
+        mlflow.log_metrics({"best_epoch": 3, "epochs_run": 3, "train_seconds": 12.0})
+        if artifacts:
+            log_evaluation(ev, CLASSES, title=model)
+        else:
+            mlflow.log_metric("test_accuracy", accuracy)
+        mlflow.set_tag("mlflow.runName", f"{model}-{dataset}-seed{seed}")
+    if status != "FINISHED":
+        mlflow.MlflowClient().set_terminated(run.info.run_id, status)
+    return run.info.run_id
+
+
+def summary(model: str, accuracies: list[float]) -> ModelGroup:
+    runs = [RunSummary(run_id=f"{model}{i}", experiment_id="0", run_name="", model=model,
+                       dataset="digits", seed=str(i), test_accuracy=a, f1_macro=None,
+                       best_epoch=None, epochs_run=None, train_seconds=None,
+                       images_per_second=None, num_params=None, class_names=CLASSES,
+                       confusion=None) for i, a in enumerate(accuracies)]
+    return ModelGroup("digits", model, runs)
+
+
+def test_gap_verdicts_follow_the_spread_rule() -> None:
+    apart = gap_verdict(summary("a", [0.95, 0.96, 0.97]), summary("b", [0.80, 0.82, 0.81]))
+    assert "more than the spread" in apart and "Welch" in apart
+    close = gap_verdict(summary("a", [0.95, 0.97, 0.96]), summary("c", [0.955, 0.945, 0.95]))
+    assert "within the spread" in close and "do not separate" in close
+    unsure = gap_verdict(summary("a", [0.9833] * 3), summary("r", [0.9556, 0.9667, 0.9778]))
+    assert "more than the spread" in unsure and "not significant at 5%" in unsure
+    single = gap_verdict(summary("a", [0.99]), summary("b", [0.90, 0.91]))
+    assert "single run" in single and "may be noise" in single
+
+
+def test_report_with_seeds_judges_gaps_and_names_hard_classes(mlflow_uri: str,
+                                                              tmp_path: Path) -> None:
+    accuracies = {"vgg19": [0.95, 0.96, 0.97], "concat_cnn": [0.955, 0.945, 0.95],
+                  "resnet50": [0.80, 0.82, 0.81]}
+    ids = {m: [log_fake_training_run("cmp", m, s, a) for s, a in enumerate(accs)]
+           for m, accs in accuracies.items()}
+    # never compared: an unfinished run, a tuning trial, another data set
+    log_fake_training_run("cmp", "vgg19", 9, 0.1, status="FAILED", artifacts=False)
+    log_fake_training_run("cmp", "vgg19", 8, 0.1, tags={"trial_number": "3"}, artifacts=False)
+    log_fake_training_run("cmp", "vgg19", 7, 0.1, dataset="mnist", artifacts=False)
+
+    out = tmp_path / "report"
+    assert compare.main(["--experiment", "cmp", "--filter", "params.dataset = 'digits'",
+                         "--output", str(out)]) == 0
+    md = (out / "comparison.md").read_text()
+    for name in compare.FIGURES:
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+
+    assert "| 1 | vgg19 | digits | 3 | 0.9600 ± 0.0100 |" in md
+    assert "| 2 | concat_cnn | digits | 3 | 0.9500 ± 0.0050 |" in md
+    assert "| 3 | resnet50 | digits | 3 | 0.8100 ± 0.0100 |" in md
+    assert "0.1000" not in md and "mnist" not in md
+    for run_ids in ids.values():
+        for run_id in run_ids:
+            assert f"[{run_id[:8]}](" in md and run_id in md
+    verdicts = [line for line in md.splitlines() if line.startswith("- **")
+                and " over " in line]
+    assert "**vgg19** over **concat_cnn**" in verdicts[0]
+    assert "within the spread" in verdicts[0]
+    assert "**concat_cnn** over **resnet50**" in verdicts[1]
+    assert "more than the spread" in verdicts[1]
+    assert "single run" not in md
+    # vgg19's misses are in class 7, taken for 1 (the per-class view, from the logged CSVs)
+    assert "**vgg19** gets `7` (" in md and "mostly taken for `1`" in md
+    assert "Among the most-missed classes of every model: `7`." in md
+    assert "Best epoch / epochs run" in md and "3 / 3, 3 / 3, 3 / 3" in md
+    assert "| 250 |" in md  # images/s: mean of epochs 2 and 3
+
+    client = mlflow.MlflowClient()
+    exp = client.get_experiment_by_name("cmp")
+    reports = client.search_runs([exp.experiment_id], "tags.run_kind = 'comparison'")
+    assert len(reports) == 1
+    report = reports[0]
+    artifacts = {a.path for a in client.list_artifacts(report.info.run_id)}
+    assert {"comparison.md", *compare.FIGURES} <= artifacts
+    assert report.data.metrics["mean_test_accuracy.vgg19"] == pytest.approx(0.96)
+    assert report.data.metrics["sd_test_accuracy.resnet50"] == pytest.approx(0.01)
+    assert exp.tags["mlflow.sharedViewState.key-metrics"]
+
+    # a second report does not count the first one
+    assert compare.main(["--experiment", "cmp", "--filter", "params.dataset = 'digits'",
+                         "--output", str(tmp_path / "again")]) == 0
+    assert "9 finished training runs" in (tmp_path / "again" / "comparison.md").read_text()
+
+
+def test_default_takes_the_latest_run_of_each_model(mlflow_uri: str, tmp_path: Path,
+                                                    capsys) -> None:
+    old = log_fake_training_run("latest", "vgg19", 0, 0.5)
+    time.sleep(0.01)
+    new = log_fake_training_run("latest", "vgg19", 0, 0.9)
+    other = log_fake_training_run("latest", "resnet50", 0, 0.85)
+    assert compare.main(["--experiment", "latest", "--output", str(tmp_path / "r")]) == 0
+    md = (tmp_path / "r" / "comparison.md").read_text()
+    assert new in md and other in md and old not in md
+    assert "0.9000 (single run)" in md and "0.8500 (single run)" in md
+    assert "the seed-to-seed spread is unknown" in md
+    assert "one run per model is what the original study drew its ranking from" in md
+    assert "# Model comparison: latest" in capsys.readouterr().out
+
+
+def test_nothing_to_compare_exits_2(mlflow_uri: str, tmp_path: Path, capsys) -> None:
+    from tracking.store import ensure_experiment
+
+    ensure_experiment("empty")
+    for argv in (["--experiment", "empty"], ["--experiment", "no-such-experiment"]):
+        with pytest.raises(SystemExit) as exit_info:
+            compare.main([*argv, "--output", str(tmp_path / "r")])
+        assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "no finished training runs" in err and "no experiment named 'no-such-experiment'" in err
+    with pytest.raises(CompareError):
+        compare.build_report([ensure_experiment("empty")], tmp_path / "r")
+    assert mlflow.search_runs(search_all_experiments=True).empty
+
+
+def test_unreachable_server_fails_in_seconds(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    for key in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT",
+                "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")  # the user's own choice stays
+    uri = f"http://127.0.0.1:{free_port()}"
+    start = time.monotonic()
+    with pytest.raises(TrackingServerError, match=f"{uri} is not reachable"):
+        check_tracking_uri(uri)
+    import os
+
+    assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "3"
+    assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "30"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(uri)
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            compare.main(["--experiment", "x"])
+    finally:
+        mlflow.set_tracking_uri(None)
+    assert exit_info.value.code == 2
+    assert f"MLflow tracking server {uri} is not reachable" in capsys.readouterr().err
+    assert time.monotonic() - start < 15
+
+
+def test_mlproject_compare_and_study_entries_match_their_commands() -> None:
+    from tracking.study import StudyConfig, build_parser
+
+    spec = yaml.safe_load((REPO / "MLproject").read_text())["entry_points"]
+    for entry in ("compare", "study"):
+        for name in spec[entry]["parameters"]:
+            assert "{" + name + "}" in spec[entry]["command"], (entry, name)
+    study = spec["study"]["parameters"]
+    defaults = StudyConfig()
+    assert study["seeds"]["default"] == defaults.seeds
+    assert study["models"]["default"] == ",".join(defaults.models)
+    assert study["dataset"]["default"] == defaults.dataset
+    args = build_parser().parse_args(["--tune", "true", "--seeds", "2", "--epochs", "auto"])
+    assert args.tune is True and args.seeds == 2 and args.epochs is None

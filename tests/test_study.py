@@ -1,0 +1,118 @@
+"""The whole study in one command, shrunk: real training, nested runs, the report on the parent."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+
+from tracking import study
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_study_nests_every_seed_and_logs_the_report(mlflow_uri: str, tmp_path: Path,
+                                                    capsys) -> None:
+    out = tmp_path / "study"
+    assert study.main(["--models", "concat_cnn", "--seeds", "2", "--epochs", "2",
+                       "--limit", "300", "--experiment", "s", "--output", str(out)]) == 0
+    client = mlflow.MlflowClient()
+    exp = client.get_experiment_by_name("s")
+    parents = client.search_runs([exp.experiment_id], "tags.run_kind = 'study'")
+    assert len(parents) == 1
+    parent = parents[0]
+    assert parent.info.status == "FINISHED" and parent.info.run_name == "study-digits"
+    assert parent.data.params["seeds"] == "2" and parent.data.params["models"] == "concat_cnn"
+
+    children = client.search_runs([exp.experiment_id],
+                                  f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert sorted(c.info.run_name for c in children) == ["concat_cnn-digits-seed0",
+                                                         "concat_cnn-digits-seed1"]
+    assert {c.data.params["seed"] for c in children} == {"0", "1"}
+    assert all(c.info.status == "FINISHED" for c in children)
+    accuracies = [c.data.metrics["test_accuracy"] for c in children]
+
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"comparison.md", "accuracy_by_model.png", "curves_by_model.png",
+            "confusion_matrices.png"} <= artifacts
+    metrics = parent.data.metrics
+    assert metrics["mean_test_accuracy.concat_cnn"] == pytest.approx(np.mean(accuracies))
+    assert metrics["sd_test_accuracy.concat_cnn"] == pytest.approx(np.std(accuracies, ddof=1))
+    assert metrics["runs.concat_cnn"] == 2
+
+    md = (out / "comparison.md").read_text()
+    assert md in capsys.readouterr().out
+    assert f"| 1 | concat_cnn | digits | 2 | {np.mean(accuracies):.4f} ± " in md
+    assert all(c.info.run_id[:8] in md for c in children)
+    assert "Where each model goes wrong" in md and "**concat_cnn** " in md
+    # the UI opens this experiment on the key-metrics view, the study expanded
+    view = exp.tags["mlflow.sharedViewState.key-metrics"]
+    assert parent.info.run_id in view and "metrics.`test_accuracy`" in view
+
+
+def test_bad_study_settings_exit_2_before_any_run(mlflow_uri: str, capsys) -> None:
+    for argv, message in ((["--models", "alexnet"], "unknown model 'alexnet'"),
+                          (["--seeds", "0"], "seeds must be a positive integer"),
+                          (["--dataset", "imagenet"], "unknown dataset 'imagenet'"),
+                          (["--models", "vgg19,vgg19"], "must not repeat")):
+        with pytest.raises(SystemExit) as exit_info:
+            study.main(argv)
+        assert exit_info.value.code == 2
+        assert message in capsys.readouterr().err
+    assert mlflow.search_runs(search_all_experiments=True).empty
+
+
+@pytest.mark.slow
+def test_mlflow_run_study_entry_point(mlflow_uri: str, tmp_path: Path) -> None:
+    """`mlflow run . -e study`: the launched run is the parent, then `-e compare` on it."""
+    out = subprocess.run(
+        [sys.executable, "-m", "mlflow", "run", str(REPO), "-e", "study", "--env-manager",
+         "local", "--experiment-name", "mlrun-study", "-P", "models=concat_cnn", "-P",
+         "seeds=2", "-P", "epochs=1", "-P", "limit=200", "-P", f"output={tmp_path / 'o'}"],
+        capture_output=True, text=True, timeout=900, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    runs = mlflow.search_runs(experiment_names=["mlrun-study"])
+    parent = runs[runs["tags.run_kind"] == "study"]
+    assert len(parent) == 1 and parent.iloc[0]["status"] == "FINISHED"
+    parent_id = parent.iloc[0]["run_id"]
+    children = runs[runs["tags.mlflow.parentRunId"] == parent_id]
+    assert len(children) == 2 and set(children["params.seed"]) == {"0", "1"}
+
+    out = subprocess.run(
+        [sys.executable, "-m", "mlflow", "run", str(REPO), "-e", "compare", "--env-manager",
+         "local", "--experiment-name", "mlrun-study", "-P", f"parent={parent_id}",
+         "-P", f"output={tmp_path / 'c'}"],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    runs = mlflow.search_runs(experiment_names=["mlrun-study"],
+                              filter_string="tags.run_kind = 'comparison'")
+    assert len(runs) == 1 and runs.iloc[0]["metrics.runs.concat_cnn"] == 2
+    assert (tmp_path / "c" / "comparison.md").exists()
+
+
+@pytest.mark.slow
+def test_study_with_tuning_files_the_optuna_study_under_the_parent(mlflow_uri: str,
+                                                                   tmp_path: Path) -> None:
+    """--tune runs tuning.optuna_resnet's study (here on concat_cnn, for time) as a child of
+    the study's parent, and the report gets its section."""
+    assert study.main(["--models", "concat_cnn", "--seeds", "1", "--epochs", "1", "--limit",
+                       "200", "--tune", "--tune-model", "concat_cnn", "--tune-trials", "2",
+                       "--tune-max-epochs", "2", "--experiment", "t",
+                       "--output", str(tmp_path / "o")]) == 0
+    client = mlflow.MlflowClient()
+    exp_id = client.get_experiment_by_name("t").experiment_id
+    parent = client.search_runs([exp_id], "tags.run_kind = 'study'")[0]
+    tuning_id = parent.data.tags["tuning_run_id"]
+    tuning = client.get_run(tuning_id)
+    assert tuning.data.tags["mlflow.parentRunId"] == parent.info.run_id
+    assert "tuned_test_accuracy" in tuning.data.metrics
+    trials = client.search_runs([exp_id], f"tags.mlflow.parentRunId = '{tuning_id}'")
+    assert len(trials) == 2 and all("trial_number" in t.data.tags for t in trials)
+    md = (tmp_path / "o" / "comparison.md").read_text()
+    assert "## Tuning: concat_cnn on digits" in md
+    assert f"{tuning.data.metrics['tuned_test_accuracy']:.4f}" in md
+    assert "| 1 | concat_cnn | digits | 1 |" in md  # trials and the tuning run are not rows

@@ -1,0 +1,179 @@
+"""Classify image files with a logged model, preprocessed exactly as in training.
+
+    python -m tracking.predict --run-id RUN_ID image.png [more.jpg ...]
+    python -m tracking.predict --model-uri models:/resnet50-tuned/1 image.png
+
+Prints one line per image: path, predicted class name, its probability. Each image is read
+with PIL, converted to RGB and resized to the run's `image_size` param with the bilinear
+resize of `tracking.data.to_rgb_size` (the training pipeline's), then the uint8 batch goes to
+the logged model (`mlflow.pyfunc`), which scales it itself and returns probabilities. Class
+names come from the run's `class_names` param. A missing or unreadable image, or an unknown
+run or model, exits with status 2 and says which.
+
+The same model can be served over HTTP:
+`mlflow models serve -m runs:/RUN_ID/model --env-manager local -p 5001`, then POST
+`{"inputs": <uint8 array (N, S, S, 3) as nested lists>}` to `/invocations`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+class PredictError(ValueError):
+    """An image or the model cannot be used; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class Prediction:
+    path: str
+    label: int
+    name: str
+    probability: float
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where the model is and how its training run prepared images."""
+
+    model_uri: str
+    image_size: int
+    class_names: tuple[str, ...]
+    run_id: str | None
+
+
+def read_images(paths: Sequence[str | Path], image_size: int) -> np.ndarray:
+    """uint8 (N, image_size, image_size, 3): PIL -> RGB -> the training resize."""
+    from PIL import Image
+
+    from tracking.data import to_rgb_size
+
+    images = []
+    for path in paths:
+        if not Path(path).is_file():
+            raise PredictError(f"no such image file: {path}")
+        try:
+            with Image.open(path) as img:
+                img.load()
+                images.append(np.asarray(img.convert("RGB"), dtype=np.uint8))
+        except Exception as err:
+            raise PredictError(f"cannot read image {path}: {err}") from None
+    batch = np.empty(len(images), dtype=object)  # any sizes; to_rgb_size resizes each
+    batch[:] = images
+    return to_rgb_size(batch, image_size)
+
+
+def resolve_model(run_id: str = "", model_uri: str = "", image_size: int | None = None
+                  ) -> ModelSource:
+    """The model URI plus the image size and class names of the run that logged it.
+
+    `run_id` means `runs:/<run_id>/model`. For another URI (models:/name/1, a path) the run is
+    found through the model's metadata; without one, `image_size` must be given and classes
+    are shown by index.
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    client = mlflow.MlflowClient()
+    uri = model_uri or f"runs:/{run_id}/model"
+    if not run_id:
+        if uri.startswith("runs:/"):
+            run_id = uri[len("runs:/"):].split("/")[0]
+        else:
+            try:
+                run_id = mlflow.models.get_model_info(uri).run_id or ""
+            except (MlflowException, OSError) as err:
+                raise PredictError(f"cannot open model {uri}: {first_line(err)}") from None
+    params: dict[str, str] = {}
+    if run_id:
+        try:
+            params = client.get_run(run_id).data.params
+        except MlflowException as err:
+            raise PredictError(f"unknown run {run_id} in {mlflow.get_tracking_uri()}: "
+                               f"{first_line(err)}") from None
+    size = image_size or _int(params.get("image_size"))
+    if not size:
+        raise PredictError(f"the image size of {uri} is unknown: pass --image-size")
+    names = tuple(params["class_names"].split(",")) if params.get("class_names") else ()
+    return ModelSource(uri, size, names, run_id or None)
+
+
+def predict(source: ModelSource, paths: Sequence[str | Path], model: object | None = None
+            ) -> list[Prediction]:
+    """Classify the images; `model` is a loaded pyfunc model (loaded here if None)."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    batch = read_images(paths, source.image_size)
+    if model is None:
+        try:
+            model = mlflow.pyfunc.load_model(source.model_uri)
+        except (MlflowException, OSError) as err:
+            raise PredictError(f"cannot load model {source.model_uri}: {first_line(err)}") \
+                from None
+    probs = np.asarray(model.predict(batch), dtype=np.float64)
+    labels = probs.argmax(axis=1)
+    out = []
+    for path, label, row in zip(paths, labels, probs, strict=True):
+        name = source.class_names[label] if label < len(source.class_names) else str(label)
+        out.append(Prediction(str(path), int(label), name, float(row[label])))
+    return out
+
+
+def first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def _int(value: str | None) -> int | None:
+    try:
+        return int(str(value).strip("'\""))
+    except (TypeError, ValueError):
+        return None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m tracking.predict", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--run-id", default="", help="the training run whose model to use")
+    which.add_argument("--model-uri", default="",
+                       help="any MLflow model URI (runs:/..., models:/name/version, a path)")
+    p.add_argument("--image-size", type=int, default=None,
+                   help="override the run's image_size (needed when no run is known)")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line: one `path<TAB>class<TAB>probability` line per image."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from tracking.server import TrackingServerError, check_tracking_uri
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    try:
+        check_tracking_uri()
+        missing = [p for p in args.images if not Path(p).is_file()]
+        if missing:
+            raise PredictError(f"no such image file: {', '.join(missing)}")
+        source = resolve_model(args.run_id, args.model_uri, args.image_size)
+        with contextlib.redirect_stdout(sys.stderr):  # Keras's progress bar: not our output
+            predictions = predict(source, args.images)
+    except (PredictError, TrackingServerError) as err:
+        parser.exit(2, f"{parser.prog}: error: {err}\n")
+    for p in predictions:
+        print(f"{p.path}\t{p.name}\t{p.probability:.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
