@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from tracking.cli import auto_or_number, number
 from tracking.config import Config, ConfigError, param_text, same_param
 from tracking.data import DataError, Dataset, load_dataset
 from tracking.store import ensure_experiment
@@ -478,30 +479,6 @@ def resume_config(run_id: str) -> Config:
 # --------------------------------------------------------------------------- command line
 
 
-def _auto_or(kind: type, name: str):
-    def parse(text: str) -> Any:
-        if text.strip().lower() in ("", "auto", "none"):
-            return None
-        try:
-            return kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"{name} must be {'an integer' if kind is int else 'a number'} or 'auto', "
-                f"got {text!r}") from None
-    return parse
-
-
-def _number(kind: type, name: str):
-    def parse(text: str) -> Any:
-        try:
-            return kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"{name} must be {'an integer' if kind is int else 'a number'}, got {text!r}"
-            ) from None
-    return parse
-
-
 def _bool_or_auto(text: str) -> bool | None:
     value = text.strip().lower()
     if value in ("", "auto", "none"):
@@ -524,27 +501,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", default=d.dataset, help=f"one of {', '.join(LOADERS)}")
     p.add_argument("--data-dir", default=d.data_dir,
                    help="folder data set, or the folder holding Fashion-MNIST's IDX files")
-    p.add_argument("--epochs", type=_auto_or(int, "epochs"), default=d.epochs,
+    p.add_argument("--epochs", type=auto_or_number(int, "epochs"), default=d.epochs,
                    help="maximum epochs (default: the model's recipe)")
-    p.add_argument("--batch-size", type=_auto_or(int, "batch size"), default=d.batch_size,
+    p.add_argument("--batch-size", type=auto_or_number(int, "batch size"), default=d.batch_size,
                    help="default: the model's recipe")
-    p.add_argument("--learning-rate", type=_auto_or(float, "learning rate"),
+    p.add_argument("--learning-rate", type=auto_or_number(float, "learning rate"),
                    default=d.learning_rate, help="peak learning rate (default: the recipe)")
-    p.add_argument("--image-size", type=_number(int, "image size"), default=d.image_size)
-    p.add_argument("--patience", type=_number(int, "patience"), default=d.patience,
+    p.add_argument("--image-size", type=number(int, "image size"), default=d.image_size)
+    p.add_argument("--patience", type=number(int, "patience"), default=d.patience,
                    help="early-stopping patience in epochs, on val_loss")
-    p.add_argument("--seed", type=_number(int, "seed"), default=d.seed)
-    p.add_argument("--test-split", type=_number(float, "test split"), default=d.test_split)
-    p.add_argument("--val-split", type=_number(float, "validation split"), default=d.val_split)
+    p.add_argument("--seed", type=number(int, "seed"), default=d.seed)
+    p.add_argument("--test-split", type=number(float, "test split"), default=d.test_split)
+    p.add_argument("--val-split", type=number(float, "validation split"), default=d.val_split)
     p.add_argument("--augment", type=_bool_or_auto, default=d.augment,
                    help="true, false or auto (the recipe)")
     p.add_argument("--experiment", default=d.experiment)
     p.add_argument("--run-name", default=d.run_name)
     p.add_argument("--skip-bad-images", action="store_true",
                    help="skip (and count) unreadable images in a folder data set")
-    p.add_argument("--limit", type=_number(int, "limit"), default=d.limit,
+    p.add_argument("--limit", type=number(int, "limit"), default=d.limit,
                    help="keep at most this many training images (0 = all)")
-    p.add_argument("--checkpoint-every", type=_number(int, "checkpoint interval"),
+    p.add_argument("--checkpoint-every", type=number(int, "checkpoint interval"),
                    default=d.checkpoint_every,
                    help="epochs between resumable checkpoints (0 = none)")
     p.add_argument("--distribute", default=d.distribute,

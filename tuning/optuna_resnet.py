@@ -104,6 +104,7 @@ from sqlalchemy.pool import NullPool
 from tqdm import tqdm
 
 from tracking.callbacks import StopRun
+from tracking.cli import number
 from tracking.config import Config, ConfigError
 from tracking.data import DataError, Dataset, load_dataset
 from tracking.evaluate import Evaluation, evaluate, evaluation_metrics, log_evaluation
@@ -835,44 +836,33 @@ def create_study_only(config: TuneConfig) -> str:
 # --------------------------------------------------------------------------- command line
 
 
-def _number(kind: type, name: str) -> Callable[[str], Any]:
-    def parse(text: str) -> Any:
-        try:
-            return kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"{name} must be {'an integer' if kind is int else 'a number'}, got {text!r}"
-            ) from None
-    return parse
-
-
 def build_parser() -> argparse.ArgumentParser:
     d = TuneConfig()
     p = argparse.ArgumentParser(prog="python -m tuning.optuna_resnet", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", default=d.dataset)
     p.add_argument("--data-dir", default=d.data_dir)
-    p.add_argument("--n-trials", type=_number(int, "n-trials"), default=d.n_trials,
+    p.add_argument("--n-trials", type=number(int, "n-trials"), default=d.n_trials,
                    help="total trials of the study over all workers (complete + pruned)")
-    p.add_argument("--timeout", type=_number(float, "timeout"), default=d.timeout,
+    p.add_argument("--timeout", type=number(float, "timeout"), default=d.timeout,
                    help="seconds after which this worker starts no new trial (0 = none)")
-    p.add_argument("--max-epochs", type=_number(int, "max-epochs"), default=d.max_epochs,
+    p.add_argument("--max-epochs", type=number(int, "max-epochs"), default=d.max_epochs,
                    help="upper bound of the tuned epochs")
     p.add_argument("--study-name", default=d.study_name,
                    help="default <model>-<dataset>; an existing study is resumed")
     p.add_argument("--storage", default=d.storage,
                    help="SQLAlchemy URL of the Optuna database (default: optuna.db next to the "
                         "MLflow store); postgresql://... for workers on several machines")
-    p.add_argument("--seed", type=_number(int, "seed"), default=d.seed)
+    p.add_argument("--seed", type=number(int, "seed"), default=d.seed)
     p.add_argument("--experiment", default=d.experiment, help="default <model>-tuning")
     p.add_argument("--create-only", action="store_true",
                    help="create the study and the MLflow tables, then exit (before workers)")
     # for tests and smoke runs
     p.add_argument("--model", default=d.model, help=argparse.SUPPRESS)
-    p.add_argument("--limit", type=_number(int, "limit"), default=d.limit, help=argparse.SUPPRESS)
-    p.add_argument("--heartbeat-interval", type=_number(int, "heartbeat interval"),
+    p.add_argument("--limit", type=number(int, "limit"), default=d.limit, help=argparse.SUPPRESS)
+    p.add_argument("--heartbeat-interval", type=number(int, "heartbeat interval"),
                    default=d.heartbeat_interval, help=argparse.SUPPRESS)
-    p.add_argument("--grace-period", type=_number(int, "grace period"),
+    p.add_argument("--grace-period", type=number(int, "grace period"),
                    default=d.grace_period, help=argparse.SUPPRESS)
     return p
 
