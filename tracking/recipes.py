@@ -49,10 +49,6 @@ RECIPES: dict[str, Recipe] = {
 FLIP_SAFE = {"fashion_mnist", "cifar10"}
 
 
-def recipe_for(model: str) -> Recipe:
-    return RECIPES[model]
-
-
 def resolve(config: Config) -> Config:
     """Fill the settings left to the recipe; the result is what runs and what is logged."""
     recipe = RECIPES[config.model]
