@@ -13,7 +13,11 @@ from typing import Any
 
 import keras
 import mlflow
+import numpy as np
 from mlflow.entities import Metric, RunTag
+
+from tracking.batches import Padded
+from tracking.evaluate import crossentropy
 
 HEARTBEAT_TAG = "heartbeat"  # unix seconds of the last completed epoch; see tracking.runs
 
@@ -38,6 +42,28 @@ def current_learning_rate(optimizer: keras.Optimizer) -> float:
     return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
 
 
+class Validation(keras.callbacks.Callback):
+    """`val_loss` and `val_accuracy` after each epoch, from one padded prediction pass.
+
+    It replaces `fit(validation_data=...)`, whose ragged last batch compiles the evaluation
+    step twice, and shares its compiled predict step with the test evaluation (see
+    tracking.batches). Place it first: the callbacks after it read what it adds to `logs`.
+    """
+
+    def __init__(self, x: Any, y: Any) -> None:
+        super().__init__()
+        self.images = Padded(x)
+        self.y = np.asarray(y).astype(np.int64)
+        self.started = 0.0  # perf_counter at the start of the latest validation pass
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self.started = time.perf_counter()
+        probs = self.images.predict(self.model)
+        if logs is not None:
+            logs["val_accuracy"] = float(np.mean(probs.argmax(axis=1) == self.y))
+            logs["val_loss"] = crossentropy(probs, self.y)
+
+
 class EpochLogger(keras.callbacks.Callback):
     """Records each epoch: Keras's metrics plus `learning_rate`, `epoch_seconds` and
     `train_images_per_second`, logged to MLflow with step = epoch (1-based).
@@ -49,9 +75,11 @@ class EpochLogger(keras.callbacks.Callback):
     """
 
     def __init__(self, train_images: int, stopper: ResumableEarlyStopping | None = None,
-                 checkpoints: Any = None, history: list[dict[str, float]] | None = None) -> None:
+                 checkpoints: Any = None, history: list[dict[str, float]] | None = None,
+                 validation: Validation | None = None) -> None:
         super().__init__()
         self.train_images = train_images
+        self.validation = validation
         self.stopper = stopper
         self.checkpoints = checkpoints
         self.history: list[dict[str, float]] = list(history or [])
@@ -71,6 +99,8 @@ class EpochLogger(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         now = time.perf_counter()
+        if self.validation is not None and self.validation.started > self._start:
+            self._train_end = self.validation.started
         train_seconds = (self._train_end or now) - self._start
         metrics: dict[str, float] = {k: float(v) for k, v in (logs or {}).items()}
         metrics["learning_rate"] = current_learning_rate(self.model.optimizer)

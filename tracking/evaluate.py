@@ -12,6 +12,7 @@ import mlflow
 import numpy as np
 from sklearn.metrics import classification_report, confusion_matrix
 
+from tracking.batches import PREDICT_BATCH, predict_padded
 from tracking.plots import confusion_matrix_figure
 
 
@@ -32,11 +33,16 @@ class Evaluation:
 
 def evaluate(
     model: keras.Model, x: np.ndarray, y: np.ndarray, class_names: Sequence[str],
-    batch_size: int = 256,
+    batch_size: int = PREDICT_BATCH,
 ) -> Evaluation:
     """One prediction pass over (x, y); everything else is derived from the probabilities."""
-    probs = np.asarray(model.predict(x, batch_size=batch_size, verbose=0), dtype=np.float64)
-    return evaluation_from_probabilities(probs, y, class_names)
+    return evaluation_from_probabilities(predict_padded(model, x, batch_size), y, class_names)
+
+
+def crossentropy(probs: np.ndarray, y: np.ndarray) -> float:
+    """Mean sparse categorical cross-entropy of predicted probabilities (Keras's clipping)."""
+    picked = np.clip(probs[np.arange(len(y)), np.asarray(y).astype(np.int64)], 1e-7, 1.0)
+    return float(-np.mean(np.log(picked)))
 
 
 def evaluation_from_probabilities(
@@ -44,12 +50,11 @@ def evaluation_from_probabilities(
 ) -> Evaluation:
     y = np.asarray(y).astype(np.int64)
     preds = probs.argmax(axis=1)
-    picked = np.clip(probs[np.arange(len(y)), y], 1e-7, 1.0)
     labels = list(range(len(class_names)))
     names = [str(c) for c in class_names]
     kwargs = dict(labels=labels, target_names=names, zero_division=0, digits=4)
     return Evaluation(
-        probabilities=probs, predictions=preds, labels=y, loss=float(-np.mean(np.log(picked))),
+        probabilities=probs, predictions=preds, labels=y, loss=crossentropy(probs, y),
         report=classification_report(y, preds, output_dict=True, **kwargs),
         report_text=classification_report(y, preds, **kwargs),
         confusion=confusion_matrix(y, preds, labels=labels),

@@ -23,7 +23,6 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -148,14 +147,12 @@ def run_study(config: StudyConfig, *, first_data: Dataset | None = None) -> dict
 
 
 def run_tuning(config: StudyConfig, parent_run_id: str) -> dict[str, Any] | None:
-    """The Optuna study of tuning.optuna_resnet (ResNet-50), filed under the study's parent.
+    """The Optuna study of tuning.optuna_resnet (ResNet-50), its run nested in the study's.
 
-    `run_study` opens a top-level MLflow run of its own, and MLflow keeps one stack of active
-    runs per thread: it runs on a worker thread (where no run is active), and its parent run is
-    then tagged as a child of the study's. Returns its summary, None if tuning is unavailable.
+    Returns its summary, None if tuning is unavailable or failed (the trained models still
+    get their report; the reason is tagged on the study's run).
     """
     import mlflow
-    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
     try:
         from tuning.optuna_resnet import TuneConfig
@@ -171,16 +168,17 @@ def run_tuning(config: StudyConfig, parent_run_id: str) -> dict[str, Any] | None
                                  f"{parent_run_id[:8]}",
                       experiment=config.experiment, limit=config.limit)
     print(f"study: tuning {tune.model} ({tune.n_trials} trials)", file=sys.stderr, flush=True)
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tuning") as pool:
-        try:
-            summary = pool.submit(run_optuna_study, tune).result()
-        except Exception as err:  # noqa: BLE001 - the trained models still get their report
-            reason = f"{type(err).__name__}: {err}".splitlines()[0][:250]
-            mlflow.set_tag("tuning_failed", reason)
-            print(f"study: tuning failed ({reason}); reporting the training runs",
-                  file=sys.stderr)
-            return None
-    mlflow.MlflowClient().set_tag(summary["parent_run_id"], MLFLOW_PARENT_RUN_ID, parent_run_id)
+    try:
+        summary = run_optuna_study(tune)
+    except Exception as err:  # noqa: BLE001 - the trained models still get their report
+        reason = f"{type(err).__name__}: {err}".splitlines()[0][:250]
+        while mlflow.active_run() is not None and \
+                mlflow.active_run().info.run_id != parent_run_id:
+            mlflow.end_run(status="FAILED")  # whatever the failure left open below the study
+        mlflow.set_tag("tuning_failed", reason)
+        print(f"study: tuning failed ({reason}); reporting the training runs",
+              file=sys.stderr)
+        return None
     mlflow.set_tag("tuning_run_id", summary["parent_run_id"])
     return summary
 

@@ -190,7 +190,8 @@ def train(
     import keras
     import mlflow
 
-    from tracking.callbacks import EpochLogger, ResumableEarlyStopping, StopRun
+    from tracking.batches import EpochBatches, full_batches
+    from tracking.callbacks import EpochLogger, ResumableEarlyStopping, StopRun, Validation
     from tracking.checkpoints import CheckpointStore, download_best_weights, latest_checkpoint
     from tracking.recipes import RECIPES, make_optimizer, resolve
     from tracking.store import prepare_store
@@ -209,7 +210,7 @@ def train(
 
     keras.utils.set_random_seed(config.seed)
     devices = use_distribution(config)
-    steps_per_epoch = math.ceil(len(data.y_train) / config.batch_size)
+    steps_per_epoch = full_batches(len(data.y_train), config.batch_size)
     scratch = tempfile.mkdtemp(prefix="resume-")
     initial_epoch, history, stop_state, best_weights = 0, [], None, None
     if resume_run_id:
@@ -275,17 +276,18 @@ def train(
         stopper = ResumableEarlyStopping(monitor="val_loss", patience=config.patience,
                                          restore_best_weights=True, initial_state=stop_state,
                                          initial_best_weights=best_weights)
-        logger = EpochLogger(len(data.y_train), stopper, checkpoints, history)
+        batches = EpochBatches(data.x_train, data.y_train, config.batch_size, config.seed,
+                               first_epoch=initial_epoch)
+        validation = Validation(data.x_val, data.y_val)
+        logger = EpochLogger(batches.images_per_epoch, stopper, checkpoints, history,
+                             validation)
         t = time.perf_counter()
         if initial_epoch < config.epochs and not (stop_state and
                                                   stop_state["wait"] >= config.patience):
             model.fit(
-                data.x_train, data.y_train,
-                validation_data=(data.x_val, data.y_val),
-                epochs=config.epochs, initial_epoch=initial_epoch,
-                batch_size=config.batch_size, shuffle=True,
+                batches, epochs=config.epochs, initial_epoch=initial_epoch, shuffle=False,
                 verbose=1 if sys.stdout.isatty() else 2,
-                callbacks=[stopper, logger, *callbacks],
+                callbacks=[validation, stopper, logger, *callbacks],
             )
         elif best_weights is not None:
             model.set_weights(best_weights)
@@ -378,6 +380,7 @@ def finish_run(model: Any, config: Config, data: Dataset, epochs: list[dict[str,
     import mlflow
     from mlflow.models import infer_signature
 
+    from tracking.batches import predict_padded
     from tracking.callbacks import best_epoch_of
     from tracking.evaluate import evaluate, log_evaluation
     from tracking.plots import training_curves_figure
@@ -411,7 +414,7 @@ def finish_run(model: Any, config: Config, data: Dataset, epochs: list[dict[str,
 
     t = time.perf_counter()
     sample = data.x_test[:2]
-    signature = infer_signature(sample, np.asarray(model.predict(sample, verbose=0)))
+    signature = infer_signature(sample, predict_padded(model, sample).astype(np.float32))
     info = mlflow.keras.log_model(model, name="model", signature=signature,
                                   pip_requirements=model_requirements())
     results["model_uri"] = f"runs:/{run_id}/model"

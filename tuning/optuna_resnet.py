@@ -738,7 +738,8 @@ def run_study(config: TuneConfig, *, data: Dataset | None = None,
               pruner: optuna.pruners.BasePruner | None = None) -> dict[str, Any]:
     """Run trials of the study until its total or this worker's timeout, then report.
 
-    One parent MLflow run for this process; every trial a nested run. `pruner` replaces the
+    One parent MLflow run for this process (nested in the caller's active run, if any);
+    every trial a nested run. `pruner` replaces the
     default MedianPruner (tests force pruning with it). Returns the report's summary plus
     parent_run_id, worker_trials and study_seconds.
     """
@@ -758,7 +759,9 @@ def run_study(config: TuneConfig, *, data: Dataset | None = None,
             study, sampler_seed = open_study(config, pruner)
             experiment_id = ensure_experiment(base.experiment)
 
-        parent = mlflow.start_run(experiment_id=experiment_id, run_name=config.study_name)
+        # under a caller's active run (tracking.study), the study's run is its child
+        parent = mlflow.start_run(experiment_id=experiment_id, run_name=config.study_name,
+                                  nested=mlflow.active_run() is not None)
         status = "FAILED"
         try:
             mlflow.set_tags({"study_name": config.study_name, "worker": worker,
