@@ -28,6 +28,7 @@ class Recipe:
     batch_size: int = 64
     warmup_fraction: float = 0.1  # share of all steps spent warming up linearly
     augment: bool = True  # random shifts (+ horizontal flips where the data allow)
+    shift: float = 0.1  # largest random shift, as a fraction of the image side (0 = none)
     model_options: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
 
 

@@ -48,13 +48,41 @@ def build_classifier(config: Config, data: Dataset) -> Any:
                        **RECIPES[config.model].model_options)
     inputs = keras.Input(data.image_shape, dtype="uint8", name="image")
     x = layers.Rescaling(1.0 / 255, name="rescale")(inputs)
-    if config.augment:
-        steps = [layers.RandomTranslation(0.1, 0.1, fill_mode="constant", seed=config.seed,
-                                          name="random_shift")]
-        if config.dataset in FLIP_SAFE:
-            steps.append(layers.RandomFlip("horizontal", seed=config.seed, name="random_flip"))
+    shift = RECIPES[config.model].shift
+    steps = []
+    if config.augment and shift:
+        steps.append(layers.RandomTranslation(shift, shift, fill_mode="constant",
+                                              seed=config.seed, name="random_shift"))
+    if config.augment and config.dataset in FLIP_SAFE:
+        steps.append(layers.RandomFlip("horizontal", seed=config.seed, name="random_flip"))
+    if steps:
         x = keras.Sequential(steps, name="augment")(x)
-    return keras.Model(inputs, core(x), name=config.model)
+    return allow_jit(keras.Model(inputs, core(x), name=config.model))
+
+
+def allow_jit(model: Any) -> Any:
+    """Let JAX compile the training step of a model with random shifts.
+
+    Keras marks RandomTranslation as unfit for XLA (TensorFlow's kernel for it is), and a model
+    with one such layer then resolves `jit_compile="auto"` to False: under JAX that runs every
+    training step op by op, dozens of times slower. The JAX implementation (an affine
+    transform through `jax.scipy`) compiles fine, so under JAX the mark is lifted; on other
+    backends nothing changes. The mark is not saved with a model: call this again after
+    loading one (resume), before training it.
+    """
+    import keras
+
+    if keras.backend.backend() != "jax":
+        return model
+    pending = [model]
+    while pending:
+        layer = pending.pop()
+        if isinstance(layer, keras.layers.RandomTranslation):
+            layer.supports_jit = True
+        pending.extend(getattr(layer, "layers", []))
+    if getattr(model, "compiled", False):
+        model.jit_compile = True
+    return model
 
 
 def adopt_launched_run_experiment(config: Config) -> Config:
@@ -218,7 +246,7 @@ def train(
         if found is None:
             raise DataError(f"run {resume_run_id} has no complete checkpoint to resume from")
         model_path, state = found
-        model = keras.saving.load_model(model_path)  # weights, optimizer state and step
+        model = allow_jit(keras.saving.load_model(model_path))  # weights, optimizer, step
         initial_epoch, history = int(state["epochs_done"]), state["history"]
         stop_state = state.get("early_stopping")
         if state.get("best_file"):
@@ -254,6 +282,7 @@ def train(
                 "optimizer": recipe.optimizer,
                 "weight_decay": recipe.weight_decay,
                 "warmup_fraction": recipe.warmup_fraction,
+                "augment_shift": recipe.shift if config.augment else 0.0,
                 **{f"arch_{k}": v for k, v in recipe.model_options.items()},
                 "num_params": model.count_params(),
                 "num_devices": devices,
