@@ -3,6 +3,7 @@ against the goals, time against the 10-minute budget. Called by scripts/gpu_chec
 
     python scripts/gpu_check.py [--models concat_cnn,vgg19,resnet50,densenet121]
         [--batch-size auto|N] [--epochs auto|N] [--limit N] [--output gpu_check.json]
+        [--set MODEL.FIELD=VALUE ...]    # try a recipe variant, e.g. concat_cnn.shift=0
 
 Each model trains with its recipe (or the given batch size / epochs) through `train()`, all
 tracking on. Per model: steady images/s (median of epochs 2..n), ratio against the peer's
@@ -19,7 +20,9 @@ import json
 import statistics
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
+from types import MappingProxyType
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -36,6 +39,36 @@ PEER_IMAGES_PER_SECOND = {
 }
 GOALS = {"vgg19": 0.93, "densenet121": 0.93, "concat_cnn": 0.93, "resnet50": 0.92}
 BUDGET_SECONDS = 600  # the four models' training, compilation included
+
+
+def apply_overrides(settings: list[str]) -> dict[str, dict[str, object]]:
+    """`MODEL.FIELD=VALUE` -> the recipe of MODEL with FIELD replaced (`arch_X` sets the model
+    option X); returns what was changed, per model, for the report."""
+    import ast
+
+    from tracking.recipes import RECIPES
+
+    changed: dict[str, dict[str, object]] = {}
+    for item in settings:
+        target, _, text = item.partition("=")
+        model, _, field = target.partition(".")
+        if model not in RECIPES or not field or not text:
+            raise SystemExit(f"--set {item!r}: expected MODEL.FIELD=VALUE, MODEL in "
+                             f"{sorted(RECIPES)}")
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            value = text  # a bare word, e.g. an optimizer name
+        recipe = RECIPES[model]
+        if field.startswith("arch_"):
+            options = {**recipe.model_options, field[5:]: value}
+            RECIPES[model] = replace(recipe, model_options=MappingProxyType(options))
+        elif hasattr(recipe, field):
+            RECIPES[model] = replace(recipe, **{field: value})
+        else:
+            raise SystemExit(f"--set {item!r}: a recipe has no field {field!r}")
+        changed.setdefault(model, {})[field] = value
+    return changed
 
 
 def check_model(name: str, data, args: argparse.Namespace) -> dict:  # noqa: ANN001
@@ -69,8 +102,13 @@ def main() -> int:
     p.add_argument("--epochs", type=auto_or_number(int, "epochs"), default=None)
     p.add_argument("--limit", type=int, default=0, help="training images (0 = all)")
     p.add_argument("--output", default="gpu_check.json")
+    p.add_argument("--set", action="append", default=[], metavar="MODEL.FIELD=VALUE",
+                   help="recipe variant (repeatable), e.g. concat_cnn.shift=0 "
+                        "resnet50.batch_size=256 concat_cnn.arch_dropout=0.2")
     a = p.parse_args()
     import keras
+
+    changed = apply_overrides(a.set)
 
     t0 = time.perf_counter()
     first = Config(model="concat_cnn", dataset="fashion_mnist", data_dir=a.data_dir,
@@ -82,7 +120,8 @@ def main() -> int:
           f"load={time.perf_counter() - t0:.1f}s", flush=True)
     rows: list[dict] = []
     for name in a.models.split(","):
-        rows.append(check_model(name.strip(), data, a))
+        rows.append({**check_model(name.strip(), data, a),
+                     "recipe_changes": changed.get(name.strip(), {})})
         print(json.dumps(rows[-1]), flush=True)
         Path(a.output).write_text(json.dumps(rows, indent=1))
     fit_total = sum(r["fit_seconds"] for r in rows)

@@ -16,6 +16,8 @@ import pytest
 from tracking.bench import main as bench_main
 from tracking.config import Config, ConfigError
 
+REPO = Path(__file__).resolve().parents[1]
+
 
 def test_bench_reports_ratio_and_wall_split(tmp_path: Path, monkeypatch, capsys) -> None:
     monkeypatch.chdir(tmp_path)
@@ -52,7 +54,7 @@ def test_data_parallel_on_two_virtual_cpu_devices(mlflow_uri: str, tmp_path: Pat
            "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
     out = subprocess.run(
         [sys.executable, "-m", "tracking.train", "--model", "concat_cnn", "--limit", "200",
-         "--epochs", "2", "--batch-size", "32", "--augment", "false",
+         "--epochs", "2", "--batch-size", "32",  # with the recipe's random shifts
          "--distribute", "data_parallel", "--experiment", "dp"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -60,3 +62,32 @@ def test_data_parallel_on_two_virtual_cpu_devices(mlflow_uri: str, tmp_path: Pat
     assert run.info.status == "FINISHED"
     assert run.data.params["num_devices"] == "2"
     assert run.data.params["keras_backend"] == "jax"
+
+
+@pytest.mark.slow
+def test_gpu_check_script_runs_a_recipe_variant_on_fashion_mnist(tmp_path: Path) -> None:
+    """scripts/gpu_check.py at tiny size on the CPU: the device call's script keeps working."""
+    from tracking.data import fashion_search_dirs
+
+    data_dir = next((d for d in fashion_search_dirs(None) if (d / "t10k-labels-idx1-ubyte.gz")
+                     .exists()), None)
+    if data_dir is None:
+        pytest.skip("Fashion-MNIST is not installed (Debian package dataset-fashion-mnist)")
+    out_json = tmp_path / "check.json"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    out = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "gpu_check.py"), "--models", "concat_cnn",
+         "--data-dir", str(data_dir), "--limit", "400", "--epochs", "2", "--batch-size", "64",
+         "--set", "concat_cnn.shift=0", "--output", str(out_json)],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    assert out.returncode in (0, 1), out.stderr[-3000:]  # 1: a goal missed, as at this size
+    (row,) = json.loads(out_json.read_text())
+    assert row["model"] == "concat_cnn" and row["batch"] == 64 and row["epochs_run"] == 2
+    assert row["recipe_changes"] == {"shift": 0}
+    assert 0 <= row["test_accuracy"] <= 1 and row["images_per_second"] > 0
+    assert row["goal_met"] is (row["test_accuracy"] >= 0.93)
+    assert "concat_cnn" in out.stdout and "budget 600 s" in out.stdout
+    run = mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"]).search_runs(
+        [mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"]).get_experiment_by_name(
+            "gpu-check").experiment_id])[0]
+    assert run.data.params["augment_shift"] == "0"
