@@ -46,8 +46,13 @@ def concat_cnn(
     dense_units: tuple[int, int] = (256, 128),
     dropout: float = 0.3,
     bn_momentum: float = 0.9,
+    entry_pool_strides: int = 2,
 ) -> keras.Model:
-    """Build concat_cnn; `blocks` lists each block's filters, `dense_units` the two dense widths."""
+    """Build concat_cnn; `blocks` lists each block's filters, `dense_units` the two dense widths.
+
+    The entry max-pool (2x2) halves the image before any convolution, as in the study;
+    `entry_pool_strides=1` keeps the full resolution (a 2x2 max filter), for data whose
+    detail the halving loses, at about four times the compute."""
     if input_shape is None:
         input_shape = (32, 32, 3)
     shape = check_common("concat_cnn", input_shape, classes, None, min_size=8)
@@ -55,7 +60,12 @@ def concat_cnn(
     if len(dense_units) != 2:
         raise ValueError(f"concat_cnn: dense_units must hold two widths, got {dense_units!r}")
     inputs = keras.Input(shape, name="image")
-    x = layers.MaxPooling2D(2, name="entry_maxpool")(inputs)
+    if entry_pool_strides not in (1, 2):
+        raise ValueError(f"concat_cnn: entry_pool_strides must be 1 or 2, got "
+                         f"{entry_pool_strides!r}")
+    x = layers.MaxPooling2D(2, strides=entry_pool_strides,
+                            padding="same" if entry_pool_strides == 1 else "valid",
+                            name="entry_maxpool")(inputs)
     for block, filters in enumerate(blocks, start=1):
         # average pooling between blocks; the last block hands over to the exit max-pool
         x = concat_block(x, block, filters, tuple(kernels), bn_momentum, pool=block < len(blocks))

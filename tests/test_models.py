@@ -66,6 +66,13 @@ def test_concat_cnn_structure() -> None:
     assert "BatchNormalization" in kinds
     assert kinds.index("Flatten") - 1 == max(i for i, k in enumerate(kinds) if k == "MaxPooling2D")
     assert kinds.count("Dense") == 3 and kinds.count("Dropout") == 2
+    assert model.get_layer("entry_maxpool").output.shape == (None, 16, 16, 3)
+    full = build_model("concat_cnn", (32, 32, 3), 10, entry_pool_strides=1)
+    assert full.get_layer("entry_maxpool").output.shape == (None, 32, 32, 3)
+    assert full.get_layer("flatten").output.shape[1] == 4 * model.get_layer(
+        "flatten").output.shape[1]
+    with pytest.raises(ValueError, match="entry_pool_strides"):
+        build_model("concat_cnn", (32, 32, 3), 10, entry_pool_strides=3)
 
 
 def test_applications_models_use_short_batchnorm_memory() -> None:
