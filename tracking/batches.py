@@ -77,5 +77,5 @@ class Padded:
         self.x = np.concatenate([x, np.zeros((pad, *x.shape[1:]), x.dtype)]) if pad else x
 
     def predict(self, model: keras.Model) -> np.ndarray:
-        out = model.predict(self.x, batch_size=self.batch_size, verbose=0)
-        return np.asarray(keras.ops.convert_to_numpy(out)[:self.size], dtype=np.float64)
+        out = model.predict(self.x, batch_size=self.batch_size, verbose=0)  # NumPy
+        return np.asarray(out[:self.size], dtype=np.float64)

@@ -86,22 +86,16 @@ class EpochLogger(keras.callbacks.Callback):
         self.pending: list[Metric] = []  # metrics the tracking server has not taken yet
         self.offline = False
         self._start = 0.0
-        self._train_end = 0.0
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self._start = time.perf_counter()
-        self._train_end = 0.0
-
-    def on_test_begin(self, logs: dict | None = None) -> None:
-        # inside fit, validation starts right after the last training step
-        if self._start and not self._train_end:
-            self._train_end = time.perf_counter()
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         now = time.perf_counter()
+        train_end = now  # training ends where this epoch's validation pass began
         if self.validation is not None and self.validation.started > self._start:
-            self._train_end = self.validation.started
-        train_seconds = (self._train_end or now) - self._start
+            train_end = self.validation.started
+        train_seconds = train_end - self._start
         metrics: dict[str, float] = {k: float(v) for k, v in (logs or {}).items()}
         metrics["learning_rate"] = current_learning_rate(self.model.optimizer)
         metrics["epoch_seconds"] = now - self._start
