@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from tracking.cli import auto_or_number, number
 from tracking.config import Config, ConfigError
 from tracking.data import DataError, Dataset, load_dataset
 
@@ -199,45 +200,25 @@ def _bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
-def _integer(name: str):
-    def parse(text: str) -> int:
-        try:
-            return int(text.strip().strip("'\""))
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be an integer, got {text!r}") from None
-    return parse
-
-
-def _epochs(text: str) -> int | None:
-    value = text.strip().strip("'\"").lower()
-    if value in ("", "auto", "none"):
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"epochs must be an integer or 'auto', got {text!r}") \
-            from None
-
-
 def build_parser() -> argparse.ArgumentParser:
     d = StudyConfig()
     p = argparse.ArgumentParser(prog="python -m tracking.study", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", default=d.dataset)
     p.add_argument("--data-dir", default=d.data_dir)
-    p.add_argument("--seeds", type=_integer("seeds"), default=d.seeds,
+    p.add_argument("--seeds", type=number(int, "seeds"), default=d.seeds,
                    help="runs per model (seeds 0..N-1)")
     p.add_argument("--tune", type=_bool, nargs="?", const=True, default=d.tune,
                    help="also run the ResNet-50 Optuna study")
-    p.add_argument("--tune-trials", type=_integer("tune trials"), default=d.tune_trials)
-    p.add_argument("--tune-max-epochs", type=_integer("tune max epochs"),
+    p.add_argument("--tune-trials", type=number(int, "tune trials"), default=d.tune_trials)
+    p.add_argument("--tune-max-epochs", type=number(int, "tune max epochs"),
                    default=d.tune_max_epochs)
     p.add_argument("--tune-model", default=d.tune_model, help=argparse.SUPPRESS)
     p.add_argument("--models", default=",".join(d.models),
                    help="comma-separated models (default: all four)")
-    p.add_argument("--epochs", type=_epochs, default=d.epochs,
+    p.add_argument("--epochs", type=auto_or_number(int, "epochs"), default=d.epochs,
                    help="maximum epochs for every model (default: each recipe)")
-    p.add_argument("--limit", type=_integer("limit"), default=d.limit,
+    p.add_argument("--limit", type=number(int, "limit"), default=d.limit,
                    help="keep at most this many training images (0 = all)")
     p.add_argument("--experiment", default=d.experiment,
                    help="MLflow experiment (with mlflow run: --experiment-name)")
