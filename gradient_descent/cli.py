@@ -23,6 +23,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+import mlflow
+from mlflow.entities import Metric
+from mlflow.tracking import MlflowClient
+
 from gradient_descent.core import (
     GRID_SIZE,
     GRID_X_RANGE,
@@ -35,6 +39,8 @@ from gradient_descent.core import (
     grid_descent,
     grid_starts,
 )
+from gradient_descent.plot import plot_grid, plot_single
+from tracking.store import ensure_experiment, prepare_store
 
 DEFAULT_EXPERIMENT = "gradient-descent"
 RUN_NAME = "gradient-descent"
@@ -141,8 +147,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     if args.starts == "grid":
         grid = grid_descent(grid_starts(), **settings)
-        from gradient_descent.plot import plot_grid
-
         plot = plot_grid(grid.runs, grid.minima, args.output)
         best = grid.best
         params = {
@@ -154,8 +158,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         _report_grid(grid)
     else:
         best = gradient_descent((args.start_x, args.start_y), **settings)
-        from gradient_descent.plot import plot_single
-
         plot = plot_single(best, args.output)
         params = {**settings, "starts": "single", "start_x": args.start_x, "start_y": args.start_y}
         grid = None
@@ -207,8 +209,6 @@ def _report_grid(grid: GridResult) -> None:
 
 
 def _metric_batches(run: DescentResult, timestamp: int) -> list[list[Any]]:
-    from mlflow.entities import Metric
-
     metrics = []
     for step in range(1, len(run.path)):
         metrics.append(Metric("f", float(run.values[step]), timestamp, step))
@@ -255,11 +255,6 @@ def _track(
     plot: Path,
 ) -> tuple[str, str]:
     """Log one run; return its id and experiment name. Under `mlflow run` the run exists."""
-    import mlflow
-    from mlflow.tracking import MlflowClient
-
-    from tracking.store import ensure_experiment, prepare_store
-
     prepare_store()
     client = MlflowClient()
     experiment_id = None if os.environ.get("MLFLOW_RUN_ID") else ensure_experiment(experiment)

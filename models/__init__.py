@@ -2,30 +2,44 @@
 
     from models import build_model, MODELS
     model = build_model("vgg19", input_shape=(32, 32, 3), num_classes=10, batch_norm=True)
+    MODELS["vgg19"].recipe.batch_size       # the facts beside each factory (models.spec)
 
 Every factory is pure: it takes the input shape, the class count and architecture options
 and returns an uncompiled `keras.Model` named after its registry key. No data, no
-compiling, no tracking in here.
+compiling, no tracking in here. Adding a model is its factory file and one entry below; the
+training defaults (`Recipe`), the tuning ranges (`SearchSpace`) and the smallest image size
+sit in that entry, and every command (training, tuning, the study, the GPU check) reads them
+from here. Figures behind each recipe are in docs/benchmarks.md.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import keras
 
-from models.applications import densenet121, resnet50
-from models.concat_cnn import concat_cnn
-from models.vgg19 import vgg19
+from models.applications import APPLICATIONS_MIN_SIZE, densenet121, resnet50
+from models.concat_cnn import CONCAT_MIN_SIZE, concat_cnn
+from models.spec import ModelFactory, ModelSpec, Recipe, SearchSpace, options
+from models.vgg19 import VGG19_MIN_SIZE, vgg19
 
-ModelFactory = Callable[..., keras.Model]
-
-MODELS: dict[str, ModelFactory] = {
-    "vgg19": vgg19,
-    "resnet50": resnet50,
-    "densenet121": densenet121,
-    "concat_cnn": concat_cnn,
+MODELS: dict[str, ModelSpec] = {
+    # plain VGG19 with Adam at 1e-3 stays at chance: batch norm after every conv fixes it
+    "vgg19": ModelSpec(
+        vgg19, min_image_size=VGG19_MIN_SIZE,
+        recipe=Recipe(optimizer="sgd", learning_rate=0.05, weight_decay=5e-4, epochs=10,
+                      model_options=options(batch_norm=True, bn_momentum=0.9, dense_units=256,
+                                            dropout=0.3)),
+        search=SearchSpace(learning_rate=(5e-3, 2e-1), weight_decay=(1e-5, 1e-3))),
+    "resnet50": ModelSpec(
+        resnet50, min_image_size=APPLICATIONS_MIN_SIZE,
+        recipe=Recipe(optimizer="adamw", learning_rate=1e-3, epochs=15)),
+    "densenet121": ModelSpec(
+        densenet121, min_image_size=APPLICATIONS_MIN_SIZE,
+        recipe=Recipe(optimizer="adamw", learning_rate=1e-3, epochs=15)),
+    "concat_cnn": ModelSpec(
+        concat_cnn, min_image_size=CONCAT_MIN_SIZE,
+        recipe=Recipe(optimizer="adamw", learning_rate=2e-3, epochs=15)),
 }
 
 
@@ -39,7 +53,8 @@ def build_model(
     """
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(MODELS)}")
-    return MODELS[name](input_shape=tuple(input_shape), classes=num_classes, **options)
+    return MODELS[name].factory(input_shape=tuple(input_shape), classes=num_classes, **options)
 
 
-__all__ = ["MODELS", "build_model", "concat_cnn", "densenet121", "resnet50", "vgg19"]
+__all__ = ["MODELS", "ModelFactory", "ModelSpec", "Recipe", "SearchSpace", "build_model",
+           "concat_cnn", "densenet121", "resnet50", "vgg19"]

@@ -12,7 +12,7 @@ POOLINGS = (None, "avg", "max")
 
 def check_common(
     name: str, input_shape: tuple[int, ...] | None, classes: int, pooling: str | None,
-    min_size: int = 32,
+    min_size: int,
 ) -> tuple[int, int, int]:
     """Validate the Keras-applications-style arguments; return the input shape to use."""
     if input_shape is None:

@@ -13,6 +13,9 @@ import keras
 
 from models._common import check_common, check_weights, dense_head, set_batchnorm_momentum
 
+# keras.applications refuses smaller inputs for these backbones
+APPLICATIONS_MIN_SIZE = 32
+
 
 def _with_head(
     backbone_fn: Callable[..., keras.Model],
@@ -24,7 +27,7 @@ def _with_head(
     dropout: float,
     bn_momentum: float,
 ) -> keras.Model:
-    shape = check_common(name, input_shape, classes, "avg")
+    shape = check_common(name, input_shape, classes, "avg", min_size=APPLICATIONS_MIN_SIZE)
     check_weights(name, weights)
     inputs = keras.Input(shape, name="image")
     # include_top=False, weights=None: no ImageNet download, our own head below

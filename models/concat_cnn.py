@@ -16,6 +16,8 @@ from models._common import check_common, check_weights, dense_head
 CONCAT_BLOCKS = (32, 64, 128)
 # kernel size of each parallel pair inside a block
 PAIR_KERNELS = (3, 5)
+# entry pool, two average pools and the exit pool each halve the side
+CONCAT_MIN_SIZE = 8
 
 
 def concat_block(
@@ -55,7 +57,7 @@ def concat_cnn(
     detail the halving loses, at about four times the compute."""
     if input_shape is None:
         input_shape = (32, 32, 3)
-    shape = check_common("concat_cnn", input_shape, classes, None, min_size=8)
+    shape = check_common("concat_cnn", input_shape, classes, None, min_size=CONCAT_MIN_SIZE)
     check_weights("concat_cnn", weights)
     if len(dense_units) != 2:
         raise ValueError(f"concat_cnn: dense_units must hold two widths, got {dense_units!r}")

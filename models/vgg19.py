@@ -16,6 +16,8 @@ from models._common import check_common, check_weights, dense_head, set_batchnor
 
 # (convolutions per block, filters): 16 conv layers, the architecture as data
 VGG19_BLOCKS = ((2, 64), (2, 128), (4, 256), (4, 512), (4, 512))
+# five 2x2 poolings: a smaller image would pool away to nothing
+VGG19_MIN_SIZE = 32
 
 
 def vgg_block(
@@ -54,7 +56,7 @@ def vgg19(
     weights: None (random init) or the path of a weights file to load.
     batch_norm: BatchNormalization after every convolution (`bn_momentum` for its averages).
     """
-    shape = check_common(name, input_shape, classes, pooling)
+    shape = check_common(name, input_shape, classes, pooling, min_size=VGG19_MIN_SIZE)
     check_weights(name, weights)
     inputs = input_tensor if input_tensor is not None else keras.Input(shape, name="image")
 

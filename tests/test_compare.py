@@ -17,9 +17,12 @@ import yaml
 from processes import free_port
 
 from tracking import compare
-from tracking.compare import CompareError, ModelGroup, RunSummary, gap_verdict
+from tracking.compare import CompareError
 from tracking.evaluate import evaluation_from_probabilities, log_evaluation
-from tracking.server import TrackingServerError, check_tracking_uri
+from tracking.groups import ModelGroup, RunSummary
+from tracking.report import FIGURES
+from tracking.store import TrackingServerError, check_tracking_uri
+from tracking.verdicts import gap_verdict
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = [str(i) for i in range(10)]
@@ -98,7 +101,8 @@ def test_report_with_seeds_judges_gaps_and_names_hard_classes(mlflow_uri: str,
     assert compare.main(["--experiment", "cmp", "--filter", "params.dataset = 'digits'",
                          "--output", str(out)]) == 0
     md = (out / "comparison.md").read_text()
-    for name in compare.FIGURES:
+    for name in FIGURES:
+        assert f"![{name}]({name})" in md
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
 
     assert "| 1 | vgg19 | digits | 3 | 0.9600 ± 0.0100 |" in md
@@ -127,7 +131,7 @@ def test_report_with_seeds_judges_gaps_and_names_hard_classes(mlflow_uri: str,
     assert len(reports) == 1
     report = reports[0]
     artifacts = {a.path for a in client.list_artifacts(report.info.run_id)}
-    assert {"comparison.md", *compare.FIGURES} <= artifacts
+    assert {"comparison.md", *FIGURES} <= artifacts
     assert report.data.metrics["mean_test_accuracy.vgg19"] == pytest.approx(0.96)
     assert report.data.metrics["sd_test_accuracy.resnet50"] == pytest.approx(0.01)
     assert exp.tags["mlflow.sharedViewState.key-metrics"]
@@ -151,6 +155,18 @@ def test_default_takes_the_latest_run_of_each_model(mlflow_uri: str, tmp_path: P
     assert "the seed-to-seed spread is unknown" in md
     assert "one run per model is what the original study drew its ranking from" in md
     assert "# Model comparison: latest" in capsys.readouterr().out
+
+
+def test_report_links_only_the_figures_it_wrote(mlflow_uri: str, tmp_path: Path) -> None:
+    """Runs without a logged confusion matrix: no confusion_matrices.png, and no link to it."""
+    log_fake_training_run("bare", "vgg19", 0, 0.9, artifacts=False)
+    log_fake_training_run("bare", "resnet50", 0, 0.8, artifacts=False)
+    assert compare.main(["--experiment", "bare", "--output", str(tmp_path / "r"),
+                         "--no-log"]) == 0
+    md = (tmp_path / "r" / "comparison.md").read_text()
+    assert not (tmp_path / "r" / "confusion_matrices.png").exists()
+    assert "confusion_matrices.png" not in md
+    assert "![accuracy_by_model.png](accuracy_by_model.png)" in md
 
 
 def test_nothing_to_compare_exits_2(mlflow_uri: str, tmp_path: Path, capsys) -> None:

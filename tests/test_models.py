@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import keras
+import mlflow
 import numpy as np
 import pytest
 
-from models import MODELS, build_model
-from tracking.recipes import RECIPES
+from models import MODELS, ModelSpec, Recipe, build_model
+from tracking.config import Config
+from tracking.train import main as train_main
+from tracking.train import train
+from tuning.study import TuneConfig, run_study
 
 
 @pytest.mark.jax_smoke
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_registered_model_builds_and_predicts(name: str) -> None:
-    model = build_model(name, (32, 32, 3), 4, **RECIPES[name].model_options)
+    model = build_model(name, (32, 32, 3), 4, **MODELS[name].recipe.model_options)
     assert model.name == name
     x = np.random.default_rng(0).random((2, 32, 32, 3), dtype=np.float32)
     out = np.asarray(model(x, training=False))
@@ -22,7 +27,9 @@ def test_registered_model_builds_and_predicts(name: str) -> None:
 
 
 def test_every_model_has_a_recipe() -> None:
-    assert set(RECIPES) == set(MODELS)
+    for name, spec in MODELS.items():
+        assert spec.recipe.epochs > 0 and spec.recipe.batch_size > 0, name
+        assert spec.min_image_size >= 8, name
 
 
 def test_unknown_model_lists_valid_names() -> None:
@@ -80,3 +87,38 @@ def test_applications_models_use_short_batchnorm_memory() -> None:
     momenta = {layer.momentum for layer in model._flatten_layers()
                if layer.__class__.__name__ == "BatchNormalization"}
     assert momenta == {0.9}
+
+
+def tiny_cnn(input_shape: tuple[int, int, int] | None = None, classes: int = 10) -> keras.Model:
+    """A fifth model, as a user would add one: a factory and nothing else."""
+    inputs = keras.Input(input_shape or (16, 16, 3), name="image")
+    x = keras.layers.Conv2D(4, 3, activation="relu", name="conv")(inputs)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    outputs = keras.layers.Dense(classes, activation="softmax", name="predictions")(x)
+    return keras.Model(inputs, outputs, name="tiny_cnn")
+
+
+def test_a_fifth_model_is_its_factory_and_one_registry_entry(
+    mlflow_uri: str, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """Training, bad-input checks and tuning all read the registry entry, nothing else."""
+    monkeypatch.setitem(MODELS, "tiny_cnn", ModelSpec(
+        tiny_cnn, Recipe(epochs=2, batch_size=32, learning_rate=3e-3), min_image_size=16))
+    results = train(Config(model="tiny_cnn", limit=200, image_size=16, experiment="fifth"))
+    run = mlflow.MlflowClient().get_run(results["run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.data.params["effective_epochs"] == "2"
+    assert run.data.params["effective_batch_size"] == "32"
+    assert "test_accuracy" in run.data.metrics
+
+    with pytest.raises(SystemExit) as exit_info:  # below the entry's smallest size
+        train_main(["--model", "tiny_cnn", "--image-size", "8", "--experiment", "fifth"])
+    assert exit_info.value.code == 2
+    assert "tiny_cnn needs image_size >= 16, got 8" in capsys.readouterr().err
+
+    summary = run_study(TuneConfig(model="tiny_cnn", n_trials=1, max_epochs=1, limit=120,
+                                   experiment="fifth-tuning"))
+    assert summary["trials_complete"] == 1
+    assert summary["registered_model"].startswith("tiny_cnn-tuned/")
+    assert len(mlflow.MlflowClient().search_runs(
+        [mlflow.get_experiment_by_name("fifth").experiment_id])) == 1  # the bad one never ran

@@ -227,10 +227,9 @@ def test_logged_model_loads_in_safe_mode(mlflow_uri: str) -> None:
     import keras
 
     from models import MODELS, build_model
-    from tracking.recipes import RECIPES
 
     for name in MODELS:  # no Lambda layers anywhere: every model reloads in safe mode
-        model = build_model(name, (32, 32, 3), 3, **RECIPES[name].model_options)
+        model = build_model(name, (32, 32, 3), 3, **MODELS[name].recipe.model_options)
         assert not any(isinstance(layer, keras.layers.Lambda)
                        for layer in model._flatten_layers())
     assert main(["--model", "concat_cnn", "--limit", "150", "--epochs", "1",
@@ -241,3 +240,32 @@ def test_logged_model_loads_in_safe_mode(mlflow_uri: str) -> None:
     assert files
     reloaded = keras.saving.load_model(files[0], safe_mode=True)
     assert reloaded.name == "concat_cnn"
+
+
+def test_resume_uses_the_values_the_run_used_not_todays_recipe(
+    mlflow_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A recipe edited between the interruption and the resume changes nothing: the resumed
+    config is the run's own, from its effective_* params and its logged recipe."""
+    from dataclasses import replace
+
+    from models import MODELS, options
+    from tracking.checkpoints import config_from_params
+    from tracking.config import Config
+    from tracking.train import train
+
+    spec = MODELS["concat_cnn"]
+    ran = replace(spec.recipe, epochs=2, batch_size=32, shift=0.05)
+    results = train(Config(model="concat_cnn", limit=200, experiment="faults", recipe=ran))
+    params = mlflow.MlflowClient().get_run(results["run_id"]).data.params
+    assert params["epochs"] == "auto" and params["effective_epochs"] == "2"
+
+    edited = replace(spec.recipe, epochs=9, batch_size=64, learning_rate=0.5,
+                     weight_decay=0.3, shift=0.0, model_options=options(dropout=0.7))
+    monkeypatch.setitem(MODELS, "concat_cnn", replace(spec, recipe=edited))
+    resumed = config_from_params(params)
+    assert (resumed.epochs, resumed.batch_size, resumed.learning_rate) == (2, 32, 2e-3)
+    assert resumed.augment is True and resumed.shift == 0.05
+    assert resumed.recipe.weight_decay == spec.recipe.weight_decay
+    assert dict(resumed.recipe.model_options) == dict(spec.recipe.model_options)
+    assert resumed.recipe.optimizer == "adamw"

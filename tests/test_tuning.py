@@ -26,23 +26,18 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-import tuning.optuna_resnet
-from tuning.optuna_resnet import (
-    OBJECTIVE_METRIC,
+import tuning.storage
+from tuning.optuna_resnet import build_parser, main
+from tuning.report import OBJECTIVE_METRIC
+from tuning.space import TuneError, baseline_params, search_space
+from tuning.storage import StorageUnavailable, open_storage, with_driver
+from tuning.study import (
     PRUNER_STARTUP_TRIALS,
     PRUNER_WARMUP_EPOCHS,
-    StorageUnavailable,
     TuneConfig,
-    TuneError,
-    baseline_params,
-    build_parser,
     check_resume,
     default_pruner,
-    main,
-    open_storage,
     run_study,
-    search_space,
-    with_driver,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -215,7 +210,8 @@ def test_a_study_from_before_the_recorded_space_is_checked_against_its_trials(
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     legacy = optuna.create_study(storage=storage, study_name="legacy", direction="maximize")
     legacy.add_trial(optuna.create_trial(params=baseline_params("concat_cnn", 2),
-                                         distributions=search_space(2), value=0.5))
+                                         distributions=search_space("concat_cnn", 2),
+                                         value=0.5))
     config = TuneConfig(study_name="legacy", **TINY)  # max_epochs 2: the same space
     check_resume(config)
     with pytest.raises(TuneError, match=r"created with epochs 2\.\.2, this command asks for "
@@ -554,12 +550,12 @@ def test_storage_waits_out_a_short_outage_and_gives_up_on_a_long_one(
 ) -> None:
     """The storage's own operations against a server that is really stopped and started."""
     url = create_database(postgres.url, "outage")
-    study = optuna.create_study(storage=open_storage(TuneConfig(storage=url, **TINY)),
+    study = optuna.create_study(storage=open_storage(url, heartbeat_interval=60, grace_period=240),
                                 study_name="outage", direction="maximize")
     capsys.readouterr()
 
     # a short outage: creating a trial waits until the server is back
-    monkeypatch.setattr(tuning.optuna_resnet, "STORAGE_OUTAGE_SECONDS", 60)
+    monkeypatch.setattr(tuning.storage, "STORAGE_OUTAGE_SECONDS", 60)
     postgres.stop()
     restart = threading.Timer(2, postgres.start)
     restart.start()
@@ -578,7 +574,7 @@ def test_storage_waits_out_a_short_outage_and_gives_up_on_a_long_one(
     assert err[1].startswith(f"storage {url} available again after ")
 
     # a long one: telling the result gives up after the limit, then fails at once
-    monkeypatch.setattr(tuning.optuna_resnet, "STORAGE_OUTAGE_SECONDS", 3)
+    monkeypatch.setattr(tuning.storage, "STORAGE_OUTAGE_SECONDS", 3)
     postgres.stop()
     try:
         started = time.monotonic()

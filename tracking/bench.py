@@ -24,48 +24,30 @@ from collections.abc import Sequence
 from typing import Any
 
 import keras
+import mlflow
 
-from tracking.config import Config, ConfigError
-from tracking.data import DataError, Dataset, load_dataset
-
-
-class EpochTimer(keras.callbacks.Callback):
-    """Per-epoch training time of a plain fit (a single clock read per epoch)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.seconds: list[float] = []
-        self._t = 0.0
-
-    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        self._t = time.perf_counter()
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        self.seconds.append(time.perf_counter() - self._t)
+from tracking.callbacks import EpochTimer
+from tracking.classifier import build_classifier, compile_classifier
+from tracking.cli import bad_input_exits
+from tracking.config import Config
+from tracking.data import Dataset, load_for
+from tracking.train import train
 
 
 def plain_images_per_second(config: Config, data: Dataset) -> float:
     """Steady-state images/s of a bare model.fit on the same model and optimizer."""
-    from tracking.recipes import RECIPES, make_optimizer
-    from tracking.train import build_classifier
-
     keras.backend.clear_session()
     keras.utils.set_random_seed(config.seed)
-    model = build_classifier(config, data)
     steps = -(-len(data.y_train) // config.batch_size)
-    model.compile(optimizer=make_optimizer(RECIPES[config.model], config.learning_rate,
-                                           steps * config.epochs),
-                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    timer = EpochTimer()
+    model = compile_classifier(build_classifier(config, data), config, steps)
+    timer = EpochTimer(len(data.y_train))
     model.fit(data.x_train, data.y_train, epochs=config.epochs, batch_size=config.batch_size,
               shuffle=True, verbose=0, callbacks=[timer])
-    return len(data.y_train) / statistics.median(timer.seconds[1:])
+    return len(data.y_train) / statistics.median(timer.epoch_seconds[1:])
 
 
-def tracked_run(config: Config, data: Dataset) -> dict[str, Any]:
+def tracked_measurement(config: Config, data: Dataset) -> dict[str, Any]:
     """One fully tracked run; its steady-state images/s and wall-time split."""
-    from tracking.train import train
-
     keras.backend.clear_session()
     t = time.perf_counter()
     results = train(config, data)
@@ -97,7 +79,7 @@ def bench_model(config: Config, data: Dataset, repeats: int) -> dict[str, Any]:
     plain, tracked = [], []
     for _ in range(repeats):  # interleaved: drift on a shared machine hits both sides
         plain.append(plain_images_per_second(config, data))
-        tracked.append(tracked_run(config, data))
+        tracked.append(tracked_measurement(config, data))
     best = max(tracked, key=lambda r: r["images_per_second"])
     return {"model": config.model, "batch_size": config.batch_size, "epochs": config.epochs,
             "train_images": len(data.y_train),
@@ -125,8 +107,6 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    import mlflow
-
     p = argparse.ArgumentParser(prog="python -m tracking.bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", default="concat_cnn",
@@ -143,22 +123,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.epochs < 2 or args.repeats < 1:
         p.error("--epochs must be >= 2 (the first is compilation) and --repeats >= 1")
-    try:
+    with bad_input_exits(p, check_tracking=False):
         configs = [Config(model=m.strip(), dataset=args.dataset, data_dir=args.data_dir,
                           batch_size=args.batch_size, epochs=args.epochs, limit=args.limit,
-                          patience=args.epochs, experiment="bench")
+                          patience=args.epochs, experiment="bench").resolved()
                    for m in args.models.split(",")]
-        first = configs[0]
-        data = load_dataset(first.dataset, first.data_dir or None, first.image_size,
-                            first.test_split, first.val_split, first.seed,
-                            limit=first.limit or None)
-    except (ConfigError, DataError) as err:
-        p.error(str(err))
-    from tracking.recipes import resolve
-
+        data = load_for(configs[0])
     uri = args.tracking_uri or f"sqlite:///{tempfile.mkdtemp(prefix='bench-')}/mlflow.db"
     mlflow.set_tracking_uri(uri)
-    rows = [bench_model(resolve(c), data, args.repeats) for c in configs]
+    rows = [bench_model(c, data, args.repeats) for c in configs]
     print(f"backend={keras.backend.backend()} dataset={args.dataset} "
           f"train_images={len(data.y_train)} store={uri}")
     print(format_table(rows))

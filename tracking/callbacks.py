@@ -1,7 +1,17 @@
-"""Keras callbacks that carry a run's per-epoch record into MLflow.
+"""Keras callbacks of a tracked run, one job each, in the order `train()` passes them to `fit`:
 
-Training stays a plain `model.fit(..., callbacks=...)`; these hooks run once per epoch
-(never per batch, so they cost nothing on the accelerator's hot path).
+    Validation          val_loss, val_accuracy (and val_seconds) from one padded prediction pass
+    LearningRateMetric  learning_rate at the end of the epoch (schedules evaluated)
+    EpochTimer          epoch_seconds and train_images_per_second (the epoch minus val_seconds)
+    EpochHistory        every epoch's logs, continuing a resumed run's
+    ResumableEarlyStopping   Keras's EarlyStopping on val_loss, restartable from a checkpoint
+    Checkpointer        best weights and a resumable checkpoint (tracking.checkpoints)
+    MlflowMetrics       the epoch's metrics to MLflow (step = epoch, from 1), buffered offline
+    NanGuard            a non-finite loss ends the run FAILED (NonFiniteLoss)
+
+Each adds what it measures to Keras's `logs`, which every callback after it sees: that is how
+validation's timing reaches the timer and the metrics reach MLflow. They run once per epoch,
+never per batch, so they cost nothing on the accelerator's hot path.
 """
 
 from __future__ import annotations
@@ -9,7 +19,7 @@ from __future__ import annotations
 import math
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import keras
 import mlflow
@@ -19,7 +29,12 @@ from mlflow.entities import Metric, RunTag
 from tracking.batches import Padded
 from tracking.evaluate import crossentropy
 
+if TYPE_CHECKING:  # tracking.checkpoints imports this module (its StartPoint makes stoppers)
+    from tracking.checkpoints import CheckpointStore
+
 HEARTBEAT_TAG = "heartbeat"  # unix seconds of the last completed epoch; see tracking.runs
+VAL_SECONDS = "val_seconds"  # logs key: seconds of this epoch's validation pass
+MLFLOW_BATCH_LIMIT = 1000  # metrics per log_batch call
 
 
 class StopRun(Exception):  # noqa: N818 - a signal, not an error, for the caller
@@ -37,113 +52,87 @@ class NonFiniteLoss(StopRun):
     status = "FAILED"
 
 
-def current_learning_rate(optimizer: keras.Optimizer) -> float:
-    """The optimizer's learning rate at its current step (schedules evaluated)."""
-    return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
-
-
 class Validation(keras.callbacks.Callback):
-    """`val_loss` and `val_accuracy` after each epoch, from one padded prediction pass.
+    """`val_loss` and `val_accuracy` after each epoch, from one padded prediction pass, and
+    `val_seconds`, its duration.
 
     It replaces `fit(validation_data=...)`, whose ragged last batch compiles the evaluation
     step twice, and shares its compiled predict step with the test evaluation (see
     tracking.batches). Place it first: the callbacks after it read what it adds to `logs`.
     """
 
-    def __init__(self, x: Any, y: Any) -> None:
+    def __init__(self, x: np.ndarray, y: np.ndarray) -> None:
         super().__init__()
         self.images = Padded(x)
         self.y = np.asarray(y).astype(np.int64)
-        self.started = 0.0  # perf_counter at the start of the latest validation pass
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        self.started = time.perf_counter()
+        started = time.perf_counter()
         probs = self.images.predict(self.model)
         if logs is not None:
             logs["val_accuracy"] = float(np.mean(probs.argmax(axis=1) == self.y))
             logs["val_loss"] = crossentropy(probs, self.y)
+            logs[VAL_SECONDS] = time.perf_counter() - started
 
 
-class EpochLogger(keras.callbacks.Callback):
-    """Records each epoch: Keras's metrics plus `learning_rate`, `epoch_seconds` and
-    `train_images_per_second`, logged to MLflow with step = epoch (1-based).
+def current_learning_rate(optimizer: keras.Optimizer) -> float:
+    """The optimizer's learning rate at its current step (schedules evaluated)."""
+    return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
 
-    Per epoch, in this order: a non-finite loss ends training (`NonFiniteLoss`, before any
-    checkpoint could store broken weights); the best weights and a resumable checkpoint are
-    written (when a `CheckpointStore` is given); then the metrics and a heartbeat tag go to
-    MLflow in one call. Place it after the early stopper, whose verdict it reads.
-    """
 
-    def __init__(self, train_images: int, stopper: ResumableEarlyStopping | None = None,
-                 checkpoints: Any = None, history: list[dict[str, float]] | None = None,
-                 validation: Validation | None = None) -> None:
+class LearningRateMetric(keras.callbacks.Callback):
+    """`learning_rate`: the optimizer's rate after the epoch's last step."""
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if logs is not None:
+            logs["learning_rate"] = current_learning_rate(self.model.optimizer)
+
+
+class EpochTimer(keras.callbacks.Callback):
+    """`epoch_seconds` (the whole epoch, validation included) and `train_images_per_second`
+    (images per epoch over the epoch's seconds minus `val_seconds`, when a Validation callback
+    before this one logged them). One clock, `time.perf_counter`; also kept in `epoch_seconds`
+    and `train_seconds` (lists, one entry per epoch of this fit)."""
+
+    def __init__(self, images_per_epoch: int) -> None:
         super().__init__()
-        self.train_images = train_images
-        self.validation = validation
-        self.stopper = stopper
-        self.checkpoints = checkpoints
-        self.history: list[dict[str, float]] = list(history or [])
-        self.pending: list[Metric] = []  # metrics the tracking server has not taken yet
-        self.offline = False
+        self.images_per_epoch = images_per_epoch
+        self.epoch_seconds: list[float] = []
+        self.train_seconds: list[float] = []
         self._start = 0.0
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self._start = time.perf_counter()
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        now = time.perf_counter()
-        train_end = now  # training ends where this epoch's validation pass began
-        if self.validation is not None and self.validation.started > self._start:
-            train_end = self.validation.started
-        train_seconds = train_end - self._start
-        metrics: dict[str, float] = {k: float(v) for k, v in (logs or {}).items()}
-        metrics["learning_rate"] = current_learning_rate(self.model.optimizer)
-        metrics["epoch_seconds"] = now - self._start
-        metrics["train_images_per_second"] = self.train_images / max(train_seconds, 1e-9)
-        self.history.append(metrics)
-        step = epoch + 1
-        loss = metrics.get("loss", 0.0)
-        if math.isfinite(loss):
-            self._checkpoint(step)
-        now_ms = int(time.time() * 1000)
-        self.pending.extend(Metric(k, v, now_ms, step) for k, v in metrics.items()
-                            if math.isfinite(v))
-        self.flush()
-        if not math.isfinite(loss):
-            raise NonFiniteLoss(f"loss became {loss} in epoch {step}", step)
+        total = time.perf_counter() - self._start
+        train = total - float((logs or {}).get(VAL_SECONDS, 0.0))
+        self.epoch_seconds.append(total)
+        self.train_seconds.append(train)
+        if logs is not None:
+            logs["epoch_seconds"] = total
+            logs["train_images_per_second"] = self.images_per_epoch / max(train, 1e-9)
 
-    def flush(self) -> bool:
-        """Send buffered metrics; keep them (and go on training) if the server is away."""
-        if not self.pending:
-            return True
-        client = mlflow.MlflowClient()
-        run_id = mlflow.active_run().info.run_id
-        try:
-            for i in range(0, len(self.pending), 1000):  # MLflow's batch limit
-                client.log_batch(run_id, metrics=self.pending[i:i + 1000],
-                                 tags=[RunTag(HEARTBEAT_TAG, str(int(time.time())))])
-        except Exception as err:  # noqa: BLE001 - any transport failure: keep and retry
-            if not self.offline:
-                print(f"warning: tracking server unreachable ({type(err).__name__}); "
-                      "metrics are buffered and training goes on", file=sys.stderr)
-            self.offline = True
-            return False
-        self.pending.clear()
-        self.offline = False
-        return True
 
-    def _checkpoint(self, step: int) -> None:
-        if self.checkpoints is None:
-            return
-        if self.stopper is not None and self.stopper.best_epoch == step - 1:
-            self.checkpoints.save_best(self.model, step)
-        state = {"history": self.history,
-                 "early_stopping": self.stopper.state() if self.stopper else None}
-        self.checkpoints.save(self.model, step, state)
+class EpochHistory(keras.callbacks.Callback):
+    """Every epoch's logs as floats (`epochs[k]` is epoch k + 1), starting from a resumed
+    run's history; what checkpoints store and what `train()` returns."""
+
+    def __init__(self, epochs: list[dict[str, float]] | None = None) -> None:
+        super().__init__()
+        self.epochs: list[dict[str, float]] = list(epochs or [])
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self.epochs.append({k: float(v) for k, v in (logs or {}).items()})
+
+    def as_columns(self) -> dict[str, list[float]]:
+        """{metric: [value per epoch]}, NaN where an epoch lacks the metric."""
+        keys = dict.fromkeys(k for h in self.epochs for k in h)
+        return {k: [h.get(k, float("nan")) for h in self.epochs] for k in keys}
 
 
 class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
-    """EarlyStopping on val_loss that can start from a resumed run's state."""
+    """EarlyStopping that can start from a resumed run's state (and its best weights)."""
 
     def __init__(self, *, initial_state: dict | None = None,
                  initial_best_weights: list | None = None, **kwargs: Any) -> None:
@@ -170,3 +159,74 @@ def best_epoch_of(stopper: keras.callbacks.EarlyStopping, history: list[dict[str
         return int(stopper.best_epoch) + 1
     losses = [h.get("val_loss", math.inf) for h in history]
     return int(min(range(len(losses)), key=losses.__getitem__)) + 1 if losses else 0
+
+
+class Checkpointer(keras.callbacks.Callback):
+    """After each epoch with a finite loss: the best weights when this epoch is the early
+    stopper's best, then a resumable checkpoint (model with optimizer state, history, the
+    stopper's state) through `store`. An epoch with a non-finite loss is never checkpointed:
+    its weights are broken. Place after EpochHistory and the stopper, whose state it saves."""
+
+    def __init__(self, store: CheckpointStore, stopper: ResumableEarlyStopping,
+                 history: EpochHistory) -> None:
+        super().__init__()
+        self.store = store
+        self.stopper = stopper
+        self.history = history
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if not math.isfinite(float((logs or {}).get("loss", 0.0))):
+            return
+        if self.stopper.best_epoch == epoch:
+            self.store.save_best(self.model, epoch + 1)
+        self.store.save(self.model, epoch + 1, {"history": self.history.epochs,
+                                                "early_stopping": self.stopper.state()})
+
+
+class MlflowMetrics(keras.callbacks.Callback):
+    """The epoch's logs as metrics of run `run_id` (step = epoch, from 1) with a `heartbeat`
+    tag, in one call. When the tracking server is away, training goes on: the metrics stay in
+    `pending` and go with the next epoch's (`flush()` sends them at the end)."""
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__()
+        self.run_id = run_id
+        self.client = mlflow.MlflowClient()
+        self.pending: list[Metric] = []  # metrics the tracking server has not taken yet
+        self.offline = False
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        now_ms = int(time.time() * 1000)
+        self.pending.extend(Metric(k, float(v), now_ms, epoch + 1)
+                            for k, v in (logs or {}).items() if math.isfinite(float(v)))
+        self.flush()
+
+    def flush(self) -> bool:
+        """Send buffered metrics; keep them (and go on training) if the server is away."""
+        if not self.pending:
+            return True
+        try:
+            for i in range(0, len(self.pending), MLFLOW_BATCH_LIMIT):
+                self.client.log_batch(self.run_id,
+                                      metrics=self.pending[i:i + MLFLOW_BATCH_LIMIT],
+                                      tags=[RunTag(HEARTBEAT_TAG, str(int(time.time())))])
+        except Exception as err:  # noqa: BLE001 - any transport failure: keep and retry
+            if not self.offline:
+                print(f"warning: tracking server unreachable ({type(err).__name__}); "
+                      "metrics are buffered and training goes on", file=sys.stderr)
+            self.offline = True
+            return False
+        self.pending.clear()
+        self.offline = False
+        return True
+
+
+class NanGuard(keras.callbacks.Callback):
+    """A non-finite loss at the end of an epoch raises NonFiniteLoss: the run ends FAILED with
+    `stop_reason` and `stop_epoch`. Place after MlflowMetrics, so the epoch's other metrics
+    are logged first."""
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        loss = float((logs or {}).get("loss", 0.0))
+        if not math.isfinite(loss):
+            raise NonFiniteLoss(f"loss became {loss} in epoch {epoch + 1}", epoch + 1)

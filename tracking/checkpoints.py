@@ -1,4 +1,5 @@
-"""Per-epoch checkpoints a run can resume from, even after SIGKILL or a lost machine.
+"""Per-epoch checkpoints a run can resume from, even after SIGKILL or a lost machine, and the
+resume itself: the run's own settings read back, its checkpoint loaded, its gaps refilled.
 
 Each completed epoch k is written locally, atomically (temporary file + `os.replace`), then
 uploaded to the run's artifacts as `checkpoints/epoch-000k/{model.keras,state.json}`:
@@ -7,20 +8,39 @@ readable state.json is incomplete and ignored, so a half-written upload never re
 good checkpoint. The best weights so far live beside them as
 `checkpoints/best-epoch-000k.weights.h5`. Older folders are removed once a newer one is
 complete; a run that finishes cleanly drops its checkpoints (its model is logged).
+
+A resume (`python -m tracking.train --resume RUN_ID`) uses exactly the values the run used: its
+`effective_*` params and its recipe as logged (`optimizer`, `weight_decay`,
+`warmup_fraction`, `augment_shift`, `arch_*`), never today's registry, so a recipe edited
+between the interruption and the resume changes nothing in the middle of a run.
 """
 
 from __future__ import annotations
 
+import ast
 import json
+import math
 import os
 import shutil
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+import keras
 import mlflow
+from mlflow.entities import Metric
+from mlflow.exceptions import MlflowException
+from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+from models import MODELS, options
+from tracking.callbacks import ResumableEarlyStopping
+from tracking.classifier import build_classifier, load_classifier
+from tracking.cli import boolean, unquote
+from tracking.config import Config, ConfigError
+from tracking.data import DataError, Dataset
 
 ARTIFACT_DIR = "checkpoints"
 MODEL_FILE = "model.keras"
@@ -37,8 +57,6 @@ def atomic_save(path: Path, write: Callable[[str], None]) -> None:
 
 
 def _artifact_repo(run_id: str) -> Any:
-    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
-
     return get_artifact_repository(mlflow.get_run(run_id).info.artifact_uri)
 
 
@@ -55,6 +73,9 @@ class CheckpointStore:
         self._uploaded: list[str] = []
 
     def save_best(self, model: Any, epoch: int) -> None:
+        """Upload the weights of `epoch` (1-based) as the best so far; drop the previous best."""
+        if self.every <= 0:
+            return
         name = f"best-epoch-{epoch:04d}.weights.h5"
         path = self.local / name
         atomic_save(path, model.save_weights)
@@ -105,6 +126,12 @@ class CheckpointStore:
     def close(self) -> None:
         shutil.rmtree(self.local, ignore_errors=True)
 
+    def __enter__(self) -> CheckpointStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def _delete(self, artifact_path: str) -> None:
         try:
             _artifact_repo(self.run_id).delete_artifacts(artifact_path)
@@ -134,3 +161,118 @@ def download_best_weights(run_id: str, name: str, into: str | Path) -> Path | No
                                                              str(into)))
     except Exception:
         return None
+
+
+# --------------------------------------------------------------------------- resuming
+
+
+def config_from_params(params: dict[str, str]) -> Config:
+    """The resolved Config a run used, read back from its params: each setting's
+    `effective_*` value where one was logged, and the recipe as logged (fields not logged, as
+    in runs from before they were, come from the registry's recipe)."""
+    values: dict[str, Any] = {}
+    for f in fields(Config):
+        text = params.get(f"effective_{f.name}", params.get(f.name))
+        if text is None or not f.metadata.get("param", True):
+            continue
+        text = unquote(text)
+        kind = str(f.type)  # e.g. "int | None"
+        if text == "auto" and "None" in kind:
+            values[f.name] = None
+        elif "bool" in kind:
+            values[f.name] = boolean(f.name, auto=True)(text)
+        elif "int" in kind:
+            values[f.name] = int(text)
+        elif "float" in kind:
+            values[f.name] = float(text)
+        else:
+            values[f.name] = text
+    config = Config(**values)
+    recipe = MODELS[config.model].recipe
+    logged = {"optimizer": str, "weight_decay": float, "warmup_fraction": float}
+    changes = {k: kind(unquote(params[k])) for k, kind in logged.items() if k in params}
+    if config.augment and "augment_shift" in params:
+        changes["shift"] = float(unquote(params["augment_shift"]))
+    if "optimizer" in params:  # the run logged its recipe: its options are the arch_* params
+        changes["model_options"] = options(**{k[len("arch_"):]: _literal(v)
+                                              for k, v in params.items() if k.startswith("arch_")})
+    return replace(config, recipe=replace(recipe, **changes)).resolved()
+
+
+def _literal(text: str) -> Any:
+    """A logged architecture option back as a Python value ("256" -> 256, "(3, 5)" -> (3, 5))."""
+    try:
+        return ast.literal_eval(unquote(text))
+    except (ValueError, SyntaxError):
+        return unquote(text)
+
+
+def resume_config(run_id: str) -> Config:
+    """The resolved Config run `run_id` trained with (`config_from_params`). Raises
+    ConfigError for an unknown or finished run."""
+    try:
+        run = mlflow.MlflowClient().get_run(run_id)
+    except MlflowException as err:
+        raise ConfigError(f"cannot resume: no run {run_id!r} in {mlflow.get_tracking_uri()} "
+                          f"({err.error_code})") from None
+    if run.info.status == "FINISHED":
+        raise ConfigError(f"cannot resume run {run_id}: it already finished")
+    return config_from_params(run.data.params)
+
+
+@dataclass
+class StartPoint:
+    """Where training starts: a compiled model, and what a resumed run had done already."""
+
+    model: keras.Model
+    epochs_done: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+    early_stopping: dict[str, Any] | None = None  # ResumableEarlyStopping.state()
+    best_weights: list | None = None
+
+    def early_stopper(self, patience: int) -> ResumableEarlyStopping:
+        """Early stopping on val_loss, restoring the best weights, from this point's state."""
+        return ResumableEarlyStopping(monitor="val_loss", patience=patience,
+                                      restore_best_weights=True,
+                                      initial_state=self.early_stopping,
+                                      initial_best_weights=self.best_weights)
+
+    def continue_run(self, run_id: str) -> None:
+        """Mark the active run `run_id` as resumed here, and refill its metric gaps."""
+        mlflow.set_tags({"resumed_from_epoch": str(self.epochs_done), "stop_reason": ""})
+        relog_missing_epochs(run_id, self.history)
+
+    def finished_by(self, config: Config) -> bool:
+        """Whether the resumed run had already ended: all epochs run, or patience used up."""
+        stopped = self.early_stopping and self.early_stopping["wait"] >= config.patience
+        return self.epochs_done >= config.epochs or bool(stopped)
+
+
+def resume_point(run_id: str, config: Config, data: Dataset) -> StartPoint:
+    """The newest complete checkpoint of `run_id`: model with optimizer state and step,
+    history, early-stopping state and best weights. Raises DataError when there is none."""
+    with tempfile.TemporaryDirectory(prefix="resume-") as scratch:
+        found = latest_checkpoint(run_id, scratch)
+        if found is None:
+            raise DataError(f"run {run_id} has no complete checkpoint to resume from")
+        model_path, state = found
+        start = StartPoint(load_classifier(model_path), int(state["epochs_done"]),
+                           state["history"], state.get("early_stopping"))
+        if state.get("best_file"):
+            best_path = download_best_weights(run_id, state["best_file"], scratch)
+            if best_path is not None:
+                best = build_classifier(config, data)
+                best.load_weights(best_path)
+                start.best_weights = best.get_weights()
+    return start
+
+
+def relog_missing_epochs(run_id: str, history: list[dict[str, float]]) -> None:
+    """A process killed between its checkpoint and its metrics leaves a gap: fill it."""
+    client = mlflow.MlflowClient()
+    logged = {m.step for m in client.get_metric_history(run_id, "loss")}
+    now = int(time.time() * 1000)
+    missing = [Metric(k, v, now, step) for step, h in enumerate(history, start=1)
+               if step not in logged for k, v in h.items() if math.isfinite(v)]
+    if missing:
+        client.log_batch(run_id, metrics=missing)

@@ -1,19 +1,35 @@
-"""Command-line argument types shared by the suite's entry points.
+"""What every command of the suite shares: argument types, bad input, signals.
+
+    with bad_input_exits(parser):        # tracking URI checked first; UsageError -> exit 2
+        config = ...; data = load_for(config)
+    with sigterm_as_interrupt():          # `kill` ends runs like Ctrl-C (KILLED, resumable)
+        results = train(config, data)
 
 Values may arrive quoted (`mlflow run -P epochs="'3'"`, MLproject templates): one pair of
-quotes around a value is ignored."""
+quotes around a value is ignored (`unquote`).
+"""
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
-from typing import Any
+import contextlib
+import signal
+from collections.abc import Callable, Iterator
+from typing import Any, NoReturn
+
+from tracking.errors import UsageError
+from tracking.store import check_tracking_uri
+
+
+def unquote(text: str) -> str:
+    """`text` without surrounding blanks and one pair of quotes (as `mlflow run` may pass it)."""
+    return text.strip().strip("'\"")
 
 
 def auto_or_number(kind: type, name: str) -> Callable[[str], Any]:
     """argparse type: a number of `kind`, or "auto" (also "" and "none") for None."""
     def parse(text: str) -> Any:
-        value = _unquote(text)
+        value = unquote(text)
         if value.lower() in ("", "auto", "none"):
             return None
         try:
@@ -29,7 +45,7 @@ def number(kind: type, name: str) -> Callable[[str], Any]:
     """argparse type: a number of `kind`, with a message naming `name` when it is not one."""
     def parse(text: str) -> Any:
         try:
-            return kind(_unquote(text))
+            return kind(unquote(text))
         except ValueError:
             raise argparse.ArgumentTypeError(
                 f"{name} must be {'an integer' if kind is int else 'a number'}, got {text!r}"
@@ -37,5 +53,57 @@ def number(kind: type, name: str) -> Callable[[str], Any]:
     return parse
 
 
-def _unquote(text: str) -> str:
-    return text.strip().strip("'\"")
+TRUE_WORDS = ("true", "1", "yes", "on")
+FALSE_WORDS = ("false", "0", "no", "off")
+
+
+def boolean(name: str, auto: bool = False) -> Callable[[str], bool | None]:
+    """argparse type: true/false (yes/no, on/off, 1/0); with `auto`, also "auto" ("", "none")
+    for None. Without `auto`, an empty value is false."""
+    def parse(text: str) -> bool | None:
+        value = unquote(text).lower()
+        if value in TRUE_WORDS:
+            return True
+        if value in FALSE_WORDS:
+            return False
+        if auto and value in ("", "auto", "none"):
+            return None
+        if not auto and value == "":
+            return False
+        allowed = "true, false or auto" if auto else "true or false"
+        raise argparse.ArgumentTypeError(f"{name} must be {allowed}, got {text!r}")
+    return parse
+
+
+def _raise_interrupt(signum: int, frame: Any) -> NoReturn:
+    raise KeyboardInterrupt("interrupted (SIGTERM)")
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (`kill`, a scheduler's preemption) raises KeyboardInterrupt, as Ctrl-C does, so
+    the run in progress ends KILLED with its checkpoints instead of staying RUNNING."""
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def interrupt_status(stop: KeyboardInterrupt) -> int:
+    """Exit status of a command stopped by `stop`: 143 for SIGTERM, 130 for Ctrl-C (the
+    shell's 128 + signal number)."""
+    return 143 if "SIGTERM" in str(stop) else 130
+
+
+@contextlib.contextmanager
+def bad_input_exits(parser: argparse.ArgumentParser, check_tracking: bool = True
+                    ) -> Iterator[None]:
+    """Check the tracking URI (fail fast, naming it), then run the block; a UsageError raised
+    in it ends the command with `parser.error` (its one-line message, exit status 2)."""
+    try:
+        if check_tracking:
+            check_tracking_uri()
+        yield
+    except UsageError as err:
+        parser.error(str(err))

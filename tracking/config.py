@@ -2,20 +2,28 @@
 
 `Config` holds every setting with its default; the command line and the MLproject entry
 point override it, and exactly its fields are logged as MLflow params. `None` for epochs,
-batch size or learning rate means "the model's recipe" (`tracking.recipes`); the resolved
-numbers are what gets logged.
+batch size, learning rate or augmentation means "the model's recipe" (`models.MODELS[name]
+.recipe`, or the `recipe` a caller puts in the config). `resolved()` fills them once; the
+resolved values are what runs, and what is logged as `effective_*`.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
+
+import keras
+
+from models import MODELS, Recipe
+from tracking.cli import unquote
+from tracking.data import LOADERS
+from tracking.errors import UsageError
 
 DISTRIBUTIONS = ("none", "data_parallel")
 
 
-class ConfigError(ValueError):
+class ConfigError(UsageError):
     """A setting is invalid; the message names it and what is allowed."""
 
 
@@ -40,11 +48,11 @@ class Config:
     evaluate_test: bool = True  # False in tuning trials: the test split is for the final report
     checkpoint_every: int = 1  # epochs between resumable checkpoints (0 = none)
     distribute: str = "none"  # "data_parallel": each batch split over all devices (JAX)
+    # training defaults used for `None` above; None = the registry's (not a param: its fields
+    # are logged as optimizer, weight_decay, warmup_fraction, augment_shift and arch_*)
+    recipe: Recipe | None = field(default=None, metadata={"param": False})
 
     def __post_init__(self) -> None:
-        from models import MODELS
-        from tracking.data import LOADERS
-
         if self.model not in MODELS:
             raise ConfigError(f"unknown model {self.model!r}; choose one of: {', '.join(MODELS)}")
         if self.dataset not in LOADERS:
@@ -64,8 +72,10 @@ class Config:
             )
         if not _is_int(self.image_size) or self.image_size < 8:
             raise ConfigError(f"image_size must be an integer >= 8, got {self.image_size!r}")
-        if self.model in ("resnet50", "densenet121", "vgg19") and self.image_size < 32:
-            raise ConfigError(f"{self.model} needs image_size >= 32, got {self.image_size}")
+        smallest = MODELS[self.model].min_image_size
+        if self.image_size < smallest:
+            raise ConfigError(f"{self.model} needs image_size >= {smallest}, "
+                              f"got {self.image_size}")
         if not _is_int(self.patience) or self.patience < 0:
             raise ConfigError(f"patience must be a non-negative integer, got {self.patience!r}")
         if not _is_int(self.seed) or self.seed < 0:
@@ -84,8 +94,6 @@ class Config:
             raise ConfigError(f"distribute must be one of {', '.join(DISTRIBUTIONS)}, "
                               f"got {self.distribute!r}")
         if self.distribute != "none":
-            import keras
-
             if keras.backend.backend() != "jax":
                 raise ConfigError(f"distribute={self.distribute} needs KERAS_BACKEND=jax, "
                                   f"not {keras.backend.backend()}")
@@ -93,14 +101,33 @@ class Config:
             raise ConfigError("experiment name must not be empty")
         if self.dataset == "folder" and not self.data_dir:
             raise ConfigError("dataset 'folder' needs data_dir: one subfolder of images per class")
+        if self.recipe is not None and not isinstance(self.recipe, Recipe):
+            raise ConfigError(f"recipe must be a models.Recipe, got {type(self.recipe).__name__}")
 
     @property
     def display_name(self) -> str:
         return self.run_name or f"{self.model}-{self.dataset}"
 
+    def resolved(self) -> Config:
+        """This config with every `None` (auto) filled from its recipe, and the recipe set:
+        what runs. Idempotent."""
+        recipe = self.recipe or MODELS[self.model].recipe
+        return replace(
+            self, recipe=recipe,
+            epochs=self.epochs or recipe.epochs,
+            batch_size=self.batch_size or recipe.batch_size,
+            learning_rate=self.learning_rate or recipe.learning_rate,
+            augment=recipe.augment if self.augment is None else self.augment,
+        )
+
+    @property
+    def shift(self) -> float:
+        """Largest random shift of this (resolved) run: 0 without augmentation."""
+        return self.recipe.shift if self.augment and self.recipe else 0.0
+
     def to_params(self) -> dict[str, str]:
         """Every field as an MLflow param, spelled as the command line takes it ("auto" = None)."""
-        return {k: param_text(v) for k, v in asdict(self).items()}
+        return {name: param_text(getattr(self, name)) for name in field_names()}
 
 
 def param_text(value: Any) -> str:
@@ -113,7 +140,7 @@ def param_text(value: Any) -> str:
 
 def same_param(a: str, b: str) -> bool:
     """Whether two spellings of a param mean the same (`mlflow run` logs its own, quoted)."""
-    a, b = a.strip("'\""), b.strip("'\"")
+    a, b = unquote(a), unquote(b)
     if a.lower() == b.lower():
         return True
     try:
@@ -123,7 +150,8 @@ def same_param(a: str, b: str) -> bool:
 
 
 def field_names() -> list[str]:
-    return [f.name for f in fields(Config)]
+    """The fields of Config that are logged as params (all but `recipe`)."""
+    return [f.name for f in fields(Config) if f.metadata.get("param", True)]
 
 
 def _is_int(value: Any) -> bool:

@@ -15,8 +15,18 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import keras
 import numpy as np
+from PIL import Image
+from sklearn.datasets import load_digits as sklearn_digits
+from sklearn.model_selection import train_test_split
+
+from tracking.errors import UsageError
+
+if TYPE_CHECKING:  # tracking.config imports this module (for LOADERS)
+    from tracking.config import Config
 
 FASHION_FILES = {
     "x_train": "train-images-idx3-ubyte.gz",
@@ -30,9 +40,11 @@ CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog
                    "ship", "truck")
 DEBIAN_FASHION_DIR = "/usr/share/datasets/fashion-mnist"
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+# data sets whose classes keep their meaning under a left-right mirror (augmentation flips them)
+FLIP_SAFE = {"fashion_mnist", "cifar10"}
 
 
-class DataError(ValueError):
+class DataError(UsageError):
     """A data set cannot be found or read; the message says where and how to fix it."""
 
 
@@ -104,9 +116,7 @@ def fashion_search_dirs(data_dir: str | None) -> list[Path]:
 
 def load_digits(data_dir: str | None = None, skip_bad_images: bool = False) -> RawData:
     """scikit-learn's bundled 8x8 digits (1,797 images, values 0-16): offline, always there."""
-    from sklearn.datasets import load_digits as sk_digits
-
-    bunch = sk_digits()
+    bunch = sklearn_digits()
     x = np.round(bunch.images * (255.0 / 16.0)).astype(np.uint8)
     return RawData(x, bunch.target.astype(np.int64), tuple(str(c) for c in range(10)),
                    "sklearn.datasets.load_digits")
@@ -132,8 +142,6 @@ def load_fashion_mnist(data_dir: str | None = None, skip_bad_images: bool = Fals
 
 
 def _from_keras(name: str, class_names: tuple[str, ...]) -> RawData:
-    import keras
-
     try:
         (x, y), (xt, yt) = getattr(keras.datasets, name).load_data()
     except Exception as err:  # network errors come in many types
@@ -161,8 +169,6 @@ def load_folder(data_dir: str | None = None, skip_bad_images: bool = False) -> R
     corrupt one is reported by path before training (or skipped and counted on request).
     Images keep their own size; `load_dataset` resizes each to the common size.
     """
-    from PIL import Image
-
     if not data_dir:
         raise DataError(
             "--dataset folder needs --data-dir PATH (one subfolder of images per class)"
@@ -224,8 +230,6 @@ LOADERS: dict[str, Callable[..., RawData]] = {
 
 def to_rgb_size(x: np.ndarray, size: int) -> np.ndarray:
     """(N, H, W[, C]) uint8 images (or an object array of mixed sizes) -> (N, size, size, 3)."""
-    from PIL import Image
-
     def one(im: np.ndarray) -> np.ndarray:
         if im.ndim == 2:
             im = im[..., None]
@@ -254,8 +258,6 @@ def split_data(
     raw: RawData, test_split: float, val_split: float, seed: int
 ) -> tuple[np.ndarray, ...]:
     """Stratified, seeded splits: the data set's own test part when it has one."""
-    from sklearn.model_selection import train_test_split
-
     x, y = raw.x, raw.y
     if raw.x_test is None:
         x, x_test, y, y_test = train_test_split(x, y, test_size=test_split, stratify=y,
@@ -287,8 +289,6 @@ def load_dataset(
     raw = LOADERS[name](data_dir=data_dir, skip_bad_images=skip_bad_images)
     check_labels(raw.y, len(raw.class_names), name)
     if limit is not None and limit < len(raw.y):
-        from sklearn.model_selection import train_test_split
-
         x_keep, _, y_keep, _ = train_test_split(raw.x, raw.y, train_size=limit, stratify=raw.y,
                                                 random_state=seed)
         x_test, y_test = raw.x_test, raw.y_test
@@ -304,3 +304,11 @@ def load_dataset(
         x_test=to_rgb_size(x_test, image_size), y_test=np.asarray(y_test, np.int64),
         skipped=raw.skipped,
     )
+
+
+def load_for(config: Config) -> Dataset:
+    """The data set a run of `config` trains on: its data set, folder, image size, splits, seed
+    and limit (the one way from a Config to its data)."""
+    return load_dataset(config.dataset, config.data_dir or None, config.image_size,
+                        config.test_split, config.val_split, config.seed,
+                        config.skip_bad_images, config.limit or None)

@@ -3,13 +3,16 @@ function that logs them (with their figures) to the active MLflow run."""
 
 from __future__ import annotations
 
+import io
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import keras
+import matplotlib.pyplot as plt
 import mlflow
 import numpy as np
+import pandas as pd
 from sklearn.metrics import classification_report, confusion_matrix
 
 from tracking.batches import PREDICT_BATCH, predict_padded
@@ -85,16 +88,11 @@ def evaluation_metrics(ev: Evaluation, class_names: Sequence[str],
 def log_evaluation(ev: Evaluation, class_names: Sequence[str], title: str = "",
                    prefix: str = "test") -> dict[str, float]:
     """Log metrics, report (.txt/.json), confusion matrix (.csv/.png) to the active run."""
-    import matplotlib.pyplot as plt
-
     metrics = evaluation_metrics(ev, class_names, prefix)
     mlflow.log_metrics(metrics)
     mlflow.log_text(ev.report_text, "classification_report.txt")
     mlflow.log_dict(ev.report, "classification_report.json")
-    header = "true\\predicted," + ",".join(f'"{c}"' for c in class_names)
-    rows = [f'"{c}",' + ",".join(str(int(v)) for v in row)
-            for c, row in zip(class_names, ev.confusion, strict=True)]
-    mlflow.log_text("\n".join([header, *rows]) + "\n", "confusion_matrix.csv")
+    mlflow.log_text(confusion_csv(ev.confusion, class_names), "confusion_matrix.csv")
     fig = confusion_matrix_figure(ev.confusion, class_names,
                                   title=f"{title} confusion matrix (test, n={len(ev.labels)})")
     mlflow.log_figure(fig, "confusion_matrix.png")
@@ -102,12 +100,15 @@ def log_evaluation(ev: Evaluation, class_names: Sequence[str], title: str = "",
     return metrics
 
 
+def confusion_csv(counts: np.ndarray, class_names: Sequence[str]) -> str:
+    """A confusion matrix as CSV: rows = true class, columns = predicted, names as headers."""
+    names = [str(c) for c in class_names]
+    frame = pd.DataFrame(counts.astype(np.int64), index=pd.Index(names, name="true\\predicted"),
+                         columns=names)
+    return frame.to_csv()
+
+
 def read_confusion_csv(text: str) -> tuple[list[str], np.ndarray]:
     """Parse a logged confusion_matrix.csv back into (class names, counts)."""
-    import csv
-    import io
-
-    rows = list(csv.reader(io.StringIO(text)))
-    names = rows[0][1:]
-    counts = np.array([[int(v) for v in r[1:]] for r in rows[1:]], dtype=np.int64)
-    return names, counts
+    frame = pd.read_csv(io.StringIO(text), index_col=0, dtype={0: str})
+    return [str(c) for c in frame.columns], frame.to_numpy(dtype=np.int64)

@@ -25,10 +25,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import mlflow
 import numpy as np
+from mlflow.exceptions import MlflowException
+from PIL import Image
+
+from tracking.cli import bad_input_exits, unquote
+from tracking.data import to_rgb_size
+from tracking.errors import UsageError
 
 
-class PredictError(ValueError):
+class PredictError(UsageError):
     """An image or the model cannot be used; the message says which and why."""
 
 
@@ -52,10 +59,6 @@ class ModelSource:
 
 def read_images(paths: Sequence[str | Path], image_size: int) -> np.ndarray:
     """uint8 (N, image_size, image_size, 3): PIL -> RGB -> the training resize."""
-    from PIL import Image
-
-    from tracking.data import to_rgb_size
-
     images = []
     for path in paths:
         if not Path(path).is_file():
@@ -79,9 +82,6 @@ def resolve_model(run_id: str = "", model_uri: str = "", image_size: int | None 
     found through the model's metadata; without one, `image_size` must be given and classes
     are shown by index.
     """
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
     client = mlflow.MlflowClient()
     uri = model_uri or f"runs:/{run_id}/model"
     if not run_id:
@@ -109,9 +109,6 @@ def resolve_model(run_id: str = "", model_uri: str = "", image_size: int | None 
 def predict(source: ModelSource, paths: Sequence[str | Path], model: object | None = None
             ) -> list[Prediction]:
     """Classify the images; `model` is a loaded pyfunc model (loaded here if None)."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
     batch = read_images(paths, source.image_size)
     if model is None:
         try:
@@ -135,7 +132,7 @@ def first_line(err: BaseException) -> str:
 
 def _int(value: str | None) -> int | None:
     try:
-        return int(str(value).strip("'\""))
+        return int(unquote(str(value)))
     except (TypeError, ValueError):
         return None
 
@@ -157,19 +154,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command line: one `path<TAB>class<TAB>probability` line per image."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    from tracking.server import TrackingServerError, check_tracking_uri
-
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    try:
-        check_tracking_uri()
+    with bad_input_exits(parser):
         missing = [p for p in args.images if not Path(p).is_file()]
         if missing:
             raise PredictError(f"no such image file: {', '.join(missing)}")
         source = resolve_model(args.run_id, args.model_uri, args.image_size)
         with contextlib.redirect_stdout(sys.stderr):  # Keras's progress bar: not our output
             predictions = predict(source, args.images)
-    except (PredictError, TrackingServerError) as err:
-        parser.exit(2, f"{parser.prog}: error: {err}\n")
     for p in predictions:
         print(f"{p.path}\t{p.name}\t{p.probability:.4f}")
     return 0

@@ -9,24 +9,23 @@ others, when its last heartbeat (one per epoch) is older than --older-than minut
 `python -m tracking.train --resume RUN_ID`.
 
 `upload` sends a run that finished while the tracking server was away (see
-`tracking.train.save_offline`): its unsent metrics, evaluation, figures and model.
+`tracking.offline`): its unsent metrics, evaluation, figures and model.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import socket
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from types import SimpleNamespace
 
 import mlflow
 
 from tracking.callbacks import HEARTBEAT_TAG
+from tracking.offline import upload_offline
 
 
 def process_alive(pid: int) -> bool:
@@ -55,34 +54,6 @@ def stale_runs(experiment_ids: Sequence[str], older_than_s: float) -> list[tuple
         if time.time() - last > older_than_s:
             found.append((run.info.run_id, f"no heartbeat for {int(time.time() - last)} s"))
     return found
-
-
-def upload_offline(folder: str | Path) -> str:
-    """Log a run saved by `save_offline` to the (reachable again) tracking server."""
-    import keras
-
-    from tracking.data import load_dataset
-    from tracking.recipes import resolve
-    from tracking.train import finish_run, resume_config
-
-    folder = Path(folder)
-    state = json.loads((folder / "state.json").read_text())
-    run_id = state["run_id"]
-    config = resolve(resume_config(run_id))
-    data = load_dataset(config.dataset, config.data_dir or None, config.image_size,
-                        config.test_split, config.val_split, config.seed,
-                        config.skip_bad_images, config.limit or None)
-    model = keras.saving.load_model(folder / "model.keras")
-    client = mlflow.MlflowClient()
-    pending = [mlflow.entities.Metric(m["key"], m["value"], m["timestamp"], m["step"])
-               for m in state["pending"]]
-    for i in range(0, len(pending), 1000):
-        client.log_batch(run_id, metrics=pending[i:i + 1000])
-    stopper = SimpleNamespace(best_weights=True, best_epoch=state["best_epoch"] - 1)
-    with mlflow.start_run(run_id=run_id):
-        finish_run(model, config, data, state["history"], stopper, run_id, {})
-        mlflow.set_tag("uploaded_after_outage", "true")
-    return run_id
 
 
 def main(argv: Sequence[str] | None = None) -> int:

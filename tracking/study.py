@@ -19,19 +19,38 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from tracking.cli import auto_or_number, number
-from tracking.config import Config, ConfigError
-from tracking.data import DataError, Dataset, load_dataset
+import keras
+import mlflow
+
+from models import MODELS
+from tracking.callbacks import StopRun
+from tracking.cli import (
+    auto_or_number,
+    bad_input_exits,
+    boolean,
+    interrupt_status,
+    number,
+    sigterm_as_interrupt,
+    unquote,
+)
+from tracking.compare import RUN_KIND_TAG, CompareError, build_report, log_report
+from tracking.config import Config, ConfigError, param_text
+from tracking.data import Dataset, load_for
+from tracking.provenance import log_params_once
+from tracking.run import launched_experiment, tracked_run
+from tracking.train import train
+from tracking.ui import publish_runs_view, runs_table_url
+from tuning.study import TuneConfig
+from tuning.study import run_study as run_tuning_study
 
 STUDY_KIND = "study"  # value of the run_kind tag on the parent run
-DEFAULT_MODELS = ("vgg19", "resnet50", "densenet121", "concat_cnn")  # the original four
+DEFAULT_MODELS = tuple(MODELS)  # every registered model (the original four)
 DEFAULT_OUTPUT = os.path.join("outputs", "study")
 
 
@@ -47,7 +66,7 @@ class StudyConfig:
     tune_trials: int = 20  # its total trials
     tune_max_epochs: int = 10  # upper bound of its tuned epochs
     tune_model: str = "resnet50"  # the model tuned (another one only for quick tests)
-    experiment: str = Config.__dataclass_fields__["experiment"].default  # MLflow experiment
+    experiment: str = Config().experiment  # MLflow experiment
     output: str = DEFAULT_OUTPUT  # folder for comparison.md and the figures
 
     def __post_init__(self) -> None:
@@ -67,8 +86,6 @@ class StudyConfig:
                        run_name=f"{m}-{self.dataset}-seed{seed}") for m in self.models]
 
     def to_params(self) -> dict[str, str]:
-        from tracking.config import param_text
-
         return {"dataset": self.dataset, "data_dir": self.data_dir,
                 "models": ",".join(self.models), "seeds": str(self.seeds),
                 "epochs": param_text(self.epochs), "limit": str(self.limit),
@@ -77,9 +94,7 @@ class StudyConfig:
 
 
 def load(config: StudyConfig, seed: int) -> Dataset:
-    base = config.run_configs(seed)[0]
-    return load_dataset(base.dataset, base.data_dir or None, base.image_size, base.test_split,
-                        base.val_split, seed, base.skip_bad_images, base.limit or None)
+    return load_for(config.run_configs(seed)[0])
 
 
 def run_study(config: StudyConfig, *, first_data: Dataset | None = None) -> dict[str, Any]:
@@ -89,28 +104,14 @@ def run_study(config: StudyConfig, *, first_data: Dataset | None = None) -> dict
     run_ids, failed ({run name: reason}), tuning (its summary or None), report (the
     tracking.compare.Report) and study_seconds.
     """
-    import keras
-    import mlflow
-
-    from tracking.callbacks import StopRun
-    from tracking.compare import RUN_KIND_TAG, build_report, log_report
-    from tracking.server import publish_runs_view, runs_table_url
-    from tracking.store import ensure_experiment
-    from tracking.train import adopt_launched_run_experiment, log_params_once, train
-
     started = time.monotonic()
-    experiment = adopt_launched_run_experiment(Config(experiment=config.experiment)).experiment
-    config = replace(config, experiment=experiment)
-    experiment_id = ensure_experiment(experiment)
-    parent = mlflow.start_run(experiment_id=experiment_id, run_name=f"study-{config.dataset}",
-                              tags={RUN_KIND_TAG: STUDY_KIND, "dataset": config.dataset})
-    parent_id = parent.info.run_id
-    status = "FAILED"
+    config = replace(config, experiment=launched_experiment(config.experiment))
     run_ids: list[str] = []
     failed: dict[str, str] = {}
     tuning = None
-    try:
-        mlflow.set_tags({RUN_KIND_TAG: STUDY_KIND, "dataset": config.dataset})
+    tags = {RUN_KIND_TAG: STUDY_KIND, "dataset": config.dataset}
+    with tracked_run(config.experiment, f"study-{config.dataset}", tags=tags) as parent:
+        parent_id, experiment_id = parent.info.run_id, parent.info.experiment_id
         log_params_once(config.to_params())
         for seed in range(config.seeds):
             data = first_data if seed == 0 and first_data is not None else load(config, seed)
@@ -129,40 +130,21 @@ def run_study(config: StudyConfig, *, first_data: Dataset | None = None) -> dict
             keras.backend.clear_session()
             tuning = run_tuning(config, parent_id)
         report = build_report([experiment_id], config.output, parent_run_id=parent_id,
-                              title=f"{experiment} / study-{config.dataset}")
+                              title=f"{config.experiment} / study-{config.dataset}")
         log_report(report)
         mlflow.log_metric("study_seconds", time.monotonic() - started)
         publish_runs_view(experiment_id, expanded=[parent_id])
         mlflow.set_tag("runs_table", runs_table_url(experiment_id))
-        status = "FINISHED"
-        return {"parent_run_id": parent_id, "run_ids": run_ids, "failed": failed,
-                "tuning": tuning, "report": report,
-                "study_seconds": time.monotonic() - started}
-    except KeyboardInterrupt:
-        status = "KILLED"
-        mlflow.set_tag("stop_reason", "interrupted by the user")
-        raise
-    finally:
-        while mlflow.active_run() is not None:
-            mlflow.end_run(status=status)
+    return {"parent_run_id": parent_id, "run_ids": run_ids, "failed": failed,
+            "tuning": tuning, "report": report, "study_seconds": time.monotonic() - started}
 
 
 def run_tuning(config: StudyConfig, parent_run_id: str) -> dict[str, Any] | None:
-    """The Optuna study of tuning.optuna_resnet (ResNet-50), its run nested in the study's.
+    """The Optuna study of `config.tune_model` (tuning.study), its run nested in the study's.
 
-    Returns its summary, None if tuning is unavailable or failed (the trained models still
-    get their report; the reason is tagged on the study's run).
+    Returns its summary, None if tuning failed (the trained models still get their report;
+    the reason is tagged on the study's run).
     """
-    import mlflow
-
-    try:
-        from tuning.optuna_resnet import TuneConfig
-        from tuning.optuna_resnet import run_study as run_optuna_study
-    except ImportError as err:
-        mlflow.set_tag("tuning_skipped", f"tuning.optuna_resnet unavailable: {err}"[:250])
-        print(f"study: tuning skipped, tuning.optuna_resnet unavailable ({err})",
-              file=sys.stderr)
-        return None
     tune = TuneConfig(model=config.tune_model, dataset=config.dataset, data_dir=config.data_dir,
                       n_trials=config.tune_trials, max_epochs=config.tune_max_epochs,
                       study_name=f"{config.tune_model}-{config.dataset}-study-"
@@ -170,12 +152,9 @@ def run_tuning(config: StudyConfig, parent_run_id: str) -> dict[str, Any] | None
                       experiment=config.experiment, limit=config.limit)
     print(f"study: tuning {tune.model} ({tune.n_trials} trials)", file=sys.stderr, flush=True)
     try:
-        summary = run_optuna_study(tune)
+        summary = run_tuning_study(tune)
     except Exception as err:  # noqa: BLE001 - the trained models still get their report
         reason = f"{type(err).__name__}: {err}".splitlines()[0][:250]
-        while mlflow.active_run() is not None and \
-                mlflow.active_run().info.run_id != parent_run_id:
-            mlflow.end_run(status="FAILED")  # whatever the failure left open below the study
         mlflow.set_tag("tuning_failed", reason)
         print(f"study: tuning failed ({reason}); reporting the training runs",
               file=sys.stderr)
@@ -187,19 +166,6 @@ def run_tuning(config: StudyConfig, parent_run_id: str) -> dict[str, Any] | None
 # --------------------------------------------------------------------------- command line
 
 
-def _interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt("interrupted (SIGTERM)")
-
-
-def _bool(text: str) -> bool:
-    value = text.strip().strip("'\"").lower()
-    if value in ("true", "1", "yes", "on"):
-        return True
-    if value in ("false", "0", "no", "off", ""):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-
-
 def build_parser() -> argparse.ArgumentParser:
     d = StudyConfig()
     p = argparse.ArgumentParser(prog="python -m tracking.study", description=__doc__,
@@ -208,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default=d.data_dir)
     p.add_argument("--seeds", type=number(int, "seeds"), default=d.seeds,
                    help="runs per model (seeds 0..N-1)")
-    p.add_argument("--tune", type=_bool, nargs="?", const=True, default=d.tune,
+    p.add_argument("--tune", type=boolean("tune"), nargs="?", const=True, default=d.tune,
                    help="also run the ResNet-50 Optuna study")
     p.add_argument("--tune-trials", type=number(int, "tune trials"), default=d.tune_trials)
     p.add_argument("--tune-max-epochs", type=number(int, "tune max epochs"),
@@ -230,35 +196,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command line: bad settings exit 2 before any run; prints the report's path and ranking."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    from tracking.server import TrackingServerError, check_tracking_uri
-
-    try:
-        check_tracking_uri()
-        models = tuple(m.strip() for m in args.models.strip("'\"").split(",") if m.strip())
-        config = StudyConfig(dataset=args.dataset.strip("'\""), data_dir=args.data_dir.strip("'\""),
+    with bad_input_exits(parser):
+        models = tuple(m.strip() for m in unquote(args.models).split(",") if m.strip())
+        config = StudyConfig(dataset=unquote(args.dataset), data_dir=unquote(args.data_dir),
                              models=models, seeds=args.seeds, epochs=args.epochs,
                              limit=args.limit, tune=args.tune, tune_trials=args.tune_trials,
                              tune_max_epochs=args.tune_max_epochs,
-                             tune_model=args.tune_model.strip("'\""),
-                             experiment=args.experiment.strip("'\""), output=args.output)
+                             tune_model=unquote(args.tune_model),
+                             experiment=unquote(args.experiment), output=args.output)
         for seed in range(config.seeds):
             config.run_configs(seed)  # validates every run before any starts
         first = load(config, 0)
-    except (ConfigError, DataError, TrackingServerError) as err:
-        parser.error(str(err))
-    from tracking.compare import CompareError
-
-    previous = signal.signal(signal.SIGTERM, _interrupt)  # `kill` ends the runs like Ctrl-C
-    try:
-        result = run_study(config, first_data=first)
-    except KeyboardInterrupt:
-        print("interrupted: the study's runs are marked KILLED", file=sys.stderr)
-        return 130
-    except CompareError as err:  # every training run was stopped
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    with sigterm_as_interrupt():  # `kill` ends the runs like Ctrl-C
+        try:
+            result = run_study(config, first_data=first)
+        except KeyboardInterrupt as stop:
+            print("interrupted: the study's runs are marked KILLED", file=sys.stderr)
+            return interrupt_status(stop)
+        except CompareError as err:  # every training run was stopped
+            print(f"error: {err}", file=sys.stderr)
+            return 1
     report = result["report"]
     print(report.markdown)
     print(f"study: parent run {result['parent_run_id']}, {len(result['run_ids'])} runs, "

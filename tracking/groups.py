@@ -1,0 +1,91 @@
+"""What a comparison compares: one training run read back (`RunSummary`), the runs of one
+model on one data set (`ModelGroup`, one per seed) and a tuning study's parent run."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class RunSummary:
+    """What the report needs of one training run."""
+
+    run_id: str
+    experiment_id: str
+    run_name: str
+    model: str
+    dataset: str
+    seed: str
+    test_accuracy: float
+    f1_macro: float | None
+    best_epoch: int | None
+    epochs_run: int | None
+    train_seconds: float | None
+    images_per_second: float | None
+    num_params: int | None
+    class_names: list[str]
+    confusion: np.ndarray | None
+    curves: dict[str, list[float]] = field(default_factory=dict)
+
+
+@dataclass
+class ModelGroup:
+    """The runs of one model on one data set (one per seed, or a single run)."""
+
+    dataset: str
+    model: str
+    runs: list[RunSummary]
+
+    @property
+    def n(self) -> int:
+        return len(self.runs)
+
+    @property
+    def accuracies(self) -> list[float]:
+        return [r.test_accuracy for r in self.runs]
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(self.accuracies))
+
+    @property
+    def std(self) -> float | None:
+        """Sample standard deviation of the test accuracy; None for a single run."""
+        return float(np.std(self.accuracies, ddof=1)) if self.n > 1 else None
+
+    def mean_of(self, attribute: str) -> float | None:
+        values = [getattr(r, attribute) for r in self.runs if getattr(r, attribute) is not None]
+        return float(np.mean(values)) if values else None
+
+    def confusion(self) -> np.ndarray | None:
+        """Counts summed over the runs (None if a run lacks its matrix or the classes differ)."""
+        mats = [r.confusion for r in self.runs]
+        if any(m is None for m in mats) or len({m.shape for m in mats}) != 1:
+            return None
+        return np.sum(mats, axis=0)
+
+
+@dataclass
+class TuningSummary:
+    """A tuning study's parent run: the tuned model against the original setting."""
+
+    run_id: str
+    experiment_id: str
+    model: str
+    dataset: str
+    study_name: str
+    params: dict[str, str]
+    metrics: dict[str, float]
+
+
+def group_runs(summaries: Sequence[RunSummary]) -> list[ModelGroup]:
+    """One group per (data set, model), best mean test accuracy first within a data set."""
+    groups: dict[tuple[str, str], list[RunSummary]] = {}
+    for s in summaries:
+        groups.setdefault((s.dataset, s.model), []).append(s)
+    out = [ModelGroup(d, m, sorted(runs, key=lambda r: (r.seed, r.run_id)))
+           for (d, m), runs in groups.items()]
+    return sorted(out, key=lambda g: (g.dataset, -g.mean, g.model))

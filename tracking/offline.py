@@ -1,0 +1,96 @@
+"""When the tracking server goes away at the end of training: keep the results on disk, send
+them later. Nothing a run produced is lost.
+
+    with keep_offline_if_unreachable(run_id, model, history, best_epoch):
+        finish_run(...)                   # the test evaluation, figures, the logged model
+    # -> TrackingOffline(folder) when the server cannot be reached; exit status 75 (EX_TEMPFAIL)
+
+    python -m tracking.runs upload mlflow-offline/<run_id>     # once the server is back
+
+The folder holds the trained model (`model.keras`) and `state.json`: the history, the best
+epoch and the metrics the server never took. `upload_offline` sends those metrics, then runs
+the same `finish_run` as training did and ends the run FINISHED.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import keras
+import mlflow
+from mlflow.entities import Metric
+from mlflow.tracking import fluent
+
+from tracking.checkpoints import atomic_save, config_from_params
+from tracking.data import load_for
+from tracking.finish import finish_run
+from tracking.store import tracking_reachable
+
+OFFLINE_ROOT = "mlflow-offline"  # relative to the working directory
+
+
+class TrackingOffline(RuntimeError):
+    """The tracking server went away; the run's results were saved to this folder."""
+
+
+def save_offline(run_id: str, model: keras.Model, history: list[dict[str, float]],
+                 best_epoch: int, pending: list[Metric]) -> Path:
+    """Write what the server could not take: the trained model and the unsent metrics."""
+    folder = Path(OFFLINE_ROOT) / run_id
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_save(folder / "model.keras", model.save)
+    state = {"run_id": run_id, "history": history, "best_epoch": best_epoch,
+             "pending": [m.to_dictionary() for m in pending]}
+    atomic_save(folder / "state.json", lambda p: Path(p).write_text(json.dumps(state)))
+    return folder
+
+
+def forget_active_run() -> None:
+    """Drop the in-process active run without telling the (unreachable) server."""
+    try:
+        fluent._active_run_stack.get().clear()
+    except Exception:  # noqa: BLE001 - internals differ across versions; nothing to lose
+        pass
+
+
+@contextlib.contextmanager
+def keep_offline_if_unreachable(run_id: str, model: keras.Model,
+                                history: list[dict[str, float]], best_epoch: int,
+                                pending: list[Metric]) -> Iterator[None]:
+    """Run the block; if it fails while the tracking server cannot be reached, save the run
+    (`save_offline`), say how to upload it, and raise TrackingOffline instead. A failure with
+    the server reachable is re-raised as it is."""
+    try:
+        yield
+    except Exception:
+        if tracking_reachable():
+            raise
+        folder = save_offline(run_id, model, history, best_epoch, pending)
+        print(f"error: the tracking server {mlflow.get_tracking_uri()} went away; the trained"
+              f" model and {len(pending)} unsent metrics are in {folder}. When the server is"
+              f" back: python -m tracking.runs upload {folder}", file=sys.stderr)
+        raise TrackingOffline(str(folder)) from None
+
+
+def upload_offline(folder: str | Path) -> str:
+    """Log a run saved by `save_offline` to the (reachable again) tracking server; return its
+    id. The data set is loaded again from the run's own params, as a resume would."""
+    folder = Path(folder)
+    state: dict[str, Any] = json.loads((folder / "state.json").read_text())
+    run_id = state["run_id"]
+    client = mlflow.MlflowClient()
+    config = config_from_params(client.get_run(run_id).data.params)
+    data = load_for(config)
+    model = keras.saving.load_model(folder / "model.keras")
+    pending = [Metric(m["key"], m["value"], m["timestamp"], m["step"]) for m in state["pending"]]
+    for i in range(0, len(pending), 1000):
+        client.log_batch(run_id, metrics=pending[i:i + 1000])
+    with mlflow.start_run(run_id=run_id):
+        finish_run(model, config, data, state["history"], state["best_epoch"], run_id, {})
+        mlflow.set_tag("uploaded_after_outage", "true")
+    return run_id

@@ -1,0 +1,83 @@
+"""The tuning command line, shared by `python -m tuning` (any registered model) and
+`python -m tuning.optuna_resnet` (ResNet-50 by default)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from models import MODELS
+from tracking.cli import bad_input_exits, interrupt_status, number, sigterm_as_interrupt
+from tracking.data import LOADERS, load_for
+from tuning.report import format_summary
+from tuning.storage import StorageUnavailable, check_storage
+from tuning.study import TuneConfig, check_resume, create_study_only, run_study
+
+EPILOG = ("Every trial is a nested MLflow run of the study's parent run; the best trial's "
+          "model is registered as <model>-tuned. Ctrl-C or SIGTERM stops the worker (its "
+          "runs KILLED); the same command resumes the study. The README's tuning section "
+          "says how several workers share one study and what survives a database outage.")
+
+
+def build_parser(prog: str, description: str, model: str | None) -> argparse.ArgumentParser:
+    """The tuning flags; `model` is the default of --model (None: --model is required)."""
+    d = TuneConfig()
+    p = argparse.ArgumentParser(prog=prog, description=description, epilog=EPILOG,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default=model, required=model is None,
+                   help=f"the model tuned: {', '.join(MODELS)}")
+    p.add_argument("--dataset", default=d.dataset, help=f"one of {', '.join(LOADERS)}")
+    p.add_argument("--data-dir", default=d.data_dir,
+                   help="folder data set, or the folder holding Fashion-MNIST's IDX files")
+    p.add_argument("--n-trials", type=number(int, "n-trials"), default=d.n_trials,
+                   help="total trials of the study over all workers (complete + pruned)")
+    p.add_argument("--timeout", type=number(float, "timeout"), default=d.timeout,
+                   help="seconds after which this worker starts no new trial (0 = none)")
+    p.add_argument("--max-epochs", type=number(int, "max-epochs"), default=d.max_epochs,
+                   help="upper bound of the tuned epochs")
+    p.add_argument("--study-name", default=d.study_name,
+                   help="default <model>-<dataset>; an existing study is resumed")
+    p.add_argument("--storage", default=d.storage,
+                   help="SQLAlchemy URL of the Optuna database (default: optuna.db next to the "
+                        "MLflow store); postgresql://... for workers on several machines")
+    p.add_argument("--seed", type=number(int, "seed"), default=d.seed)
+    p.add_argument("--experiment", default=d.experiment, help="default <model>-tuning")
+    p.add_argument("--limit", type=number(int, "limit"), default=d.limit,
+                   help="keep at most this many training images (0 = all), for smoke runs")
+    p.add_argument("--create-only", action="store_true",
+                   help="create the study and the MLflow tables, then exit (before workers)")
+    # internals of the lost-worker retry, for tests (README: "Many workers, one study")
+    p.add_argument("--heartbeat-interval", type=number(int, "heartbeat interval"),
+                   default=d.heartbeat_interval, help=argparse.SUPPRESS)
+    p.add_argument("--grace-period", type=number(int, "grace period"),
+                   default=d.grace_period, help=argparse.SUPPRESS)
+    return p
+
+
+def main(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> int:
+    """Run the tuning command of `parser`: bad input exits with status 2 before any MLflow run
+    exists; a database outage longer than tuning.storage allows exits with 1."""
+    args = parser.parse_args(argv)
+    with bad_input_exits(parser):
+        config = TuneConfig(**{k: v for k, v in vars(args).items() if k != "create_only"})
+        base = config.base_config()
+        check_storage(config.resolved().storage)
+        check_resume(config)  # an existing study must have this search space
+        if args.create_only:
+            print(create_study_only(config))
+            return 0
+        data = load_for(base)
+    with sigterm_as_interrupt(), bad_input_exits(parser, check_tracking=False):
+        # a TuneError here: another worker created the study meanwhile; no run started
+        try:
+            summary = run_study(config, data=data)
+        except StorageUnavailable as err:
+            print(f"{parser.prog}: error: {err}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt as stop:
+            print(f"interrupted: resume with --study-name {config.resolved().study_name}",
+                  file=sys.stderr)
+            return interrupt_status(stop)
+    print(format_summary(summary))
+    return 0

@@ -1,0 +1,138 @@
+"""What a tuning worker reports when it finishes: the study as it stands, the best trial's
+model scored once on the test split (next to the baseline trial's), and the registry.
+
+Into the worker's parent run: `trials_complete/pruned/fail/running/waiting`, `trials.csv`,
+Optuna's optimisation plots, `best_*` params, `best_val_accuracy`, the tuned model's test
+evaluation (`tuned_test_*`, its confusion matrix and report) and the baseline's
+(`baseline_test_*`); the best trial's model registered as `<model>-tuned` (a new version
+only when the best trial changed).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import matplotlib.pyplot as plt
+import mlflow
+import optuna
+from mlflow.entities.model_registry import ModelVersion
+from optuna.trial import FrozenTrial, TrialState
+from optuna.visualization import matplotlib as vis
+
+from tracking.data import Dataset
+from tracking.evaluate import Evaluation, evaluate, evaluation_metrics, log_evaluation
+from tuning.storage import RUN_ID_ATTR
+
+OBJECTIVE_METRIC = "val_accuracy"  # maximised; the pruning callback reports the same key per epoch
+MODEL_URI_ATTR = "mlflow_model_uri"  # trial user attribute: the logged model (models:/...)
+BASELINE_ATTR = "baseline"  # trial user attribute marking the enqueued reference setting
+
+
+def counts(study: optuna.Study) -> dict[str, int]:
+    """Trials per state (lower-case state names)."""
+    trials = study.get_trials(deepcopy=False)
+    return {state.name.lower(): sum(t.state == state for t in trials)
+            for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL,
+                          TrialState.RUNNING, TrialState.WAITING)}
+
+
+def log_plots(study: optuna.Study) -> None:
+    """Optimisation history, per-epoch curves and (from 2 complete trials) importances."""
+    plots = {"optimization_history": vis.plot_optimization_history,
+             "intermediate_values": vis.plot_intermediate_values}
+    complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    if complete >= 2:
+        plots["param_importances"] = vis.plot_param_importances
+    else:
+        mlflow.set_tag("param_importances_skipped", f"{complete} complete trials, needs 2")
+    for name, plot in plots.items():
+        try:
+            ax = plot(study)
+        except (ValueError, RuntimeError) as err:  # e.g. importances of too uniform a study
+            mlflow.set_tag(f"{name}_skipped", str(err).splitlines()[0][:250])
+            continue
+        fig = ax.figure
+        fig.set_size_inches(8, 5)
+        fig.tight_layout()
+        mlflow.log_figure(fig, f"{name}.png")
+        plt.close(fig)
+
+
+def evaluate_trial_model(run_id: str, data: Dataset) -> Evaluation:
+    """Evaluation of the model logged by run `run_id` on the test split."""
+    keras.backend.clear_session()
+    model = mlflow.keras.load_model(f"runs:/{run_id}/model")
+    return evaluate(model, data.x_test, data.y_test, data.class_names)
+
+
+def register_best(name: str, trial: FrozenTrial, tags: dict[str, str]) -> ModelVersion:
+    """Register the trial's logged model as a version of `name`, unless it already is one."""
+    run_id = trial.user_attrs[RUN_ID_ATTR]
+    existing = mlflow.MlflowClient().search_model_versions(
+        f"name = '{name}' and run_id = '{run_id}'")
+    if existing:
+        return existing[0]
+    return mlflow.register_model(trial.user_attrs[MODEL_URI_ATTR], name, tags=tags)
+
+
+def report_study(study: optuna.Study, model: str, study_name: str, data: Dataset
+                 ) -> dict[str, Any]:
+    """Log the study of `model` as it stands into the active (parent) run; return the summary:
+    trials_<state> counts and, once a trial completed, best_trial, best_run_id, best_params,
+    best_value, tuned_test_accuracy, baseline_test_accuracy and baseline_trial (when the
+    baseline completed) and registered_model (`name/version`)."""
+    summary: dict[str, Any] = {f"trials_{k}": v for k, v in counts(study).items()}
+    mlflow.log_metrics(summary)
+    mlflow.log_text(study.trials_dataframe().to_csv(index=False), "trials.csv")
+    log_plots(study)
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not complete:
+        return summary
+    best = study.best_trial
+    best_run = best.user_attrs[RUN_ID_ATTR]
+    summary.update(best_trial=best.number, best_run_id=best_run, best_params=best.params,
+                   best_value=best.value)
+    mlflow.log_params({f"best_{k}": v for k, v in best.params.items()})
+    mlflow.log_metric(f"best_{OBJECTIVE_METRIC}", best.value)
+    mlflow.set_tags({"best_trial_number": str(best.number), "best_run_id": best_run})
+
+    tuned = evaluate_trial_model(best_run, data)
+    title = f"{study_name} trial {best.number}"
+    test = {"tuned_test_accuracy": tuned.accuracy}
+    log_evaluation(tuned, data.class_names, title=title, prefix="tuned_test")
+    baseline = next((t for t in complete if t.user_attrs.get(BASELINE_ATTR)), None)
+    if baseline is not None:
+        ev = tuned if baseline.number == best.number else evaluate_trial_model(
+            baseline.user_attrs[RUN_ID_ATTR], data)
+        mlflow.log_metrics(evaluation_metrics(ev, data.class_names, prefix="baseline_test"))
+        test["baseline_test_accuracy"] = ev.accuracy
+        summary["baseline_trial"] = baseline.number
+    summary.update(test)
+
+    version = register_best(f"{model}-tuned", best, {
+        "study_name": study_name, "trial_number": str(best.number),
+        OBJECTIVE_METRIC: f"{best.value:.4f}", "test_accuracy": f"{tuned.accuracy:.4f}"})
+    summary["registered_model"] = f"{version.name}/{version.version}"
+    mlflow.set_tag("registered_model", summary["registered_model"])
+    return summary
+
+
+def format_summary(s: dict[str, Any]) -> str:
+    """The lines a worker prints when it ends (the summary of `run_study`)."""
+    lines = [f"study {s['study_name']} ({s['storage']}): {s['trials_complete']} complete, "
+             f"{s['trials_pruned']} pruned, {s['trials_fail']} failed; this worker ran "
+             f"{s['worker_trials']} in {s['study_seconds']:.0f} s; parent run "
+             f"{s['parent_run_id']}"]
+    if "best_trial" in s:
+        params = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                           for k, v in s["best_params"].items())
+        lines.append(f"best trial {s['best_trial']}: {params}; {OBJECTIVE_METRIC} "
+                     f"{s['best_value']:.4f}; registered {s['registered_model']}")
+        test = f"test accuracy: tuned {s['tuned_test_accuracy']:.4f}"
+        if "baseline_test_accuracy" in s:
+            test += f", baseline (trial {s['baseline_trial']}) {s['baseline_test_accuracy']:.4f}"
+        lines.append(test)
+    else:
+        lines.append("no trial has completed yet: nothing to compare or register")
+    return "\n".join(lines)

@@ -1,0 +1,333 @@
+"""An Optuna study over one registered model's training settings; every trial an MLflow run.
+
+    summary = run_study(TuneConfig(model="densenet121", n_trials=20, max_epochs=10))
+
+What is tuned is the model's search space (`tuning.space`). Trial 0 is the original study's
+setting, 5 epochs at batch 128 with the recipe's learning rate, enqueued when the study is
+created. The objective is `val_accuracy` at the
+restored best epoch; trials never touch the test split (`tuning.report` scores the best
+trial's model once, at the end).
+
+Each trial is `tracking.train.train` (the same code as a normal run) in an MLflow run nested
+under one parent run per worker process (`tracking.run.tracked_run`), tagged `study_name`,
+`trial_number` and `trial_state`; a pruned trial's run ends KILLED. The sampler is a seeded TPE
+(`seed` plus the trials already in the study, so a resumed study or a second worker does not
+replay proposals); the pruner a MedianPruner on the per-epoch validation accuracy: a trial
+with fewer epochs simply stops reporting earlier, and the median at epoch k is over the
+completed trials that reached epoch k. A study records what it searches (`space_record`) and
+refuses to be resumed with another space. The storage and its resilience are `tuning.storage`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from functools import partial
+from typing import Any
+
+import keras
+import mlflow
+import optuna
+from optuna.storages import RetryHeartbeatStaleTrialCallback
+from optuna.trial import FrozenTrial, TrialState
+from tqdm import tqdm
+
+from tracking.callbacks import StopRun
+from tracking.config import Config
+from tracking.data import Dataset, load_for
+from tracking.provenance import log_params_once
+from tracking.run import launched_experiment, tracked_run
+from tracking.store import ensure_experiment, masked
+from tracking.train import train
+from tuning.report import (
+    BASELINE_ATTR,
+    MODEL_URI_ATTR,
+    OBJECTIVE_METRIC,
+    report_study,
+)
+from tuning.space import (
+    SPACE_ATTR,
+    TuneError,
+    baseline_params,
+    check_search_space,
+    describe,
+    search_space,
+    space_record,
+    suggest,
+    trial_config,
+)
+from tuning.storage import (
+    RUN_ID_ATTR,
+    StorageUnavailable,
+    causes,
+    default_storage,
+    open_storage,
+    storage_lock,
+)
+
+TPE_STARTUP_TRIALS = 4  # random trials before TPE models the results (its default 10 is a CPU day)
+PRUNER_STARTUP_TRIALS = 2  # no pruning until this many trials have completed
+PRUNER_WARMUP_EPOCHS = 2  # nor during a trial's first epochs (learning-rate warm-up)
+MAX_FAILURES_IN_A_ROW = 3  # a worker whose trials keep failing (e.g. NaN loss) stops
+COUNTED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)  # what --n-trials counts
+
+
+@dataclass(frozen=True)
+class TuneConfig:
+    model: str = "resnet50"  # registry key in models.MODELS
+    dataset: str = "digits"  # key in tracking.data.LOADERS
+    data_dir: str = ""  # folder data, or where Fashion-MNIST's IDX files are
+    n_trials: int = 20  # total trials of the study (complete + pruned), over all workers
+    timeout: float = 0.0  # seconds after which this worker starts no new trial (0 = none)
+    max_epochs: int = 10  # upper bound of the tuned epochs
+    study_name: str = ""  # "" = <model>-<dataset>
+    storage: str = ""  # SQLAlchemy URL; "" = optuna.db next to a SQLite MLflow store
+    seed: int = 0  # splits and initial weights; the sampler's is seed + trials so far
+    experiment: str = ""  # MLflow experiment; "" = <model>-tuning
+    limit: int = 0  # keep at most this many training images (0 = all); for smoke runs
+    heartbeat_interval: int = 60  # seconds between a running trial's heartbeats
+    grace_period: int = 240  # a trial silent for this long belongs to a dead worker
+
+    def __post_init__(self) -> None:
+        for name in ("n_trials", "max_epochs", "heartbeat_interval", "grace_period"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise TuneError(f"{name} must be a positive integer, got {value!r}")
+        if not self.timeout >= 0:
+            raise TuneError(f"timeout must be a number of seconds >= 0, got {self.timeout!r}")
+
+    def resolved(self) -> TuneConfig:
+        """Fill study name, storage and experiment left empty."""
+        return replace(self, study_name=self.study_name or f"{self.model}-{self.dataset}",
+                       storage=self.storage or default_storage(),
+                       experiment=self.experiment or f"{self.model}-tuning")
+
+    def base_config(self) -> Config:
+        """The training Config every trial starts from (raises ConfigError on bad input)."""
+        return Config(model=self.model, dataset=self.dataset, data_dir=self.data_dir,
+                      seed=self.seed, experiment=self.resolved().experiment,
+                      limit=self.limit, evaluate_test=False,
+                      checkpoint_every=0)  # a lost trial is retried whole, never resumed
+
+
+def default_pruner() -> optuna.pruners.BasePruner:
+    # steps are epochs counted from 1, and the MedianPruner may prune from step n_warmup_steps
+    return optuna.pruners.MedianPruner(n_startup_trials=PRUNER_STARTUP_TRIALS,
+                                       n_warmup_steps=PRUNER_WARMUP_EPOCHS + 1)
+
+
+# --------------------------------------------------------------------------- the study
+
+
+def _storage(config: TuneConfig) -> optuna.storages.RDBStorage:
+    return open_storage(config.storage, config.heartbeat_interval, config.grace_period)
+
+
+def check_resume(config: TuneConfig) -> None:
+    """If the study exists, check_search_space (main's check before loading data and starting
+    runs; open_study checks again under the lock)."""
+    config = config.resolved()
+    with warnings.catch_warnings(), storage_lock(config.storage):
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        storage = _storage(config)
+        try:
+            try:
+                study = optuna.load_study(study_name=config.study_name, storage=storage)
+            except KeyError:  # no such study yet
+                return
+            check_search_space(study, config)
+        finally:
+            storage.engine.dispose()
+
+
+def open_study(config: TuneConfig, pruner: optuna.pruners.BasePruner | None = None,
+               ) -> tuple[optuna.Study, int]:
+    """Create or load the study (call under `storage_lock`); enqueue the baseline into a new one.
+
+    A new study records its search space (SPACE_ATTR); an existing one must have been created
+    with the space this config searches (else TuneError). Returns the study and its sampler's
+    seed: `seed` plus the trials already in the study.
+    """
+    storage = _storage(config)
+    existing = optuna.create_study(storage=storage, study_name=config.study_name,
+                                   direction="maximize", load_if_exists=True)
+    if existing.trials or SPACE_ATTR in existing.user_attrs:
+        check_search_space(existing, config)
+    else:  # new (or empty and from before the attribute)
+        existing.set_user_attr(SPACE_ATTR, space_record(config))
+    sampler_seed = config.seed + len(existing.trials)
+    study = optuna.load_study(
+        study_name=config.study_name, storage=storage,
+        sampler=optuna.samplers.TPESampler(seed=sampler_seed,
+                                           n_startup_trials=TPE_STARTUP_TRIALS),
+        pruner=pruner if pruner is not None else default_pruner(),
+    )
+    if not existing.trials:
+        study.enqueue_trial(baseline_params(config.model, config.max_epochs),
+                            user_attrs={BASELINE_ATTR: True})
+    return study, sampler_seed
+
+
+def room_for_trial(study: optuna.Study, n_trials: int) -> bool:
+    """Whether the study's total allows one more trial (call under `storage_lock`)."""
+    optuna.storages.fail_stale_trials(study)  # a dead worker's trial must not hold a place
+    taken = study.get_trials(deepcopy=False, states=(*COUNTED_STATES, TrialState.RUNNING))
+    return len(taken) < n_trials
+
+
+def create_study_only(config: TuneConfig) -> str:
+    """Create the study (with its baseline) and the MLflow experiment, start no run."""
+    config = config.resolved()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        with storage_lock(config.storage):
+            study, _ = open_study(config)
+            ensure_experiment(config.experiment)
+    return (f"study {config.study_name} ready in {masked(config.storage)} "
+            f"({len(study.trials)} trials); experiment {config.experiment}")
+
+
+# --------------------------------------------------------------------------- trials
+
+
+class PrunedRun(StopRun):
+    """The pruner stopped the trial: its MLflow run ends KILLED, the Optuna trial PRUNED."""
+    status = "KILLED"
+
+
+class TrialReporter(keras.callbacks.Callback):
+    """Links the trial to its MLflow run, reports OBJECTIVE_METRIC per epoch and prunes."""
+    def __init__(self, trial: optuna.Trial) -> None:
+        super().__init__()
+        self.trial = trial
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self.trial.set_user_attr(RUN_ID_ATTR, mlflow.active_run().info.run_id)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        value = float((logs or {})[OBJECTIVE_METRIC])
+        self.trial.report(value, step=epoch + 1)
+        if self.trial.should_prune():
+            raise PrunedRun(f"pruned at epoch {epoch + 1}: {OBJECTIVE_METRIC} {value:.4f}",
+                            epoch + 1)
+
+
+def objective(trial: optuna.Trial, *, study: optuna.Study, config: TuneConfig, base: Config,
+              data: Dataset, worker: str, admitted: Callable[[], None]) -> float:
+    """Train one point of the search space in a nested MLflow run; return OBJECTIVE_METRIC."""
+    admitted()  # the trial exists now: let the next worker in
+    keras.backend.clear_session()
+    point = suggest(trial, search_space(config.model, config.max_epochs))
+    tags = {"study_name": config.study_name, "trial_number": str(trial.number),
+            "worker": worker}
+    frozen = next(t for t in study.get_trials(deepcopy=False) if t.number == trial.number)
+    retry_of = RetryHeartbeatStaleTrialCallback.retried_trial_number(frozen)
+    if retry_of is not None:
+        tags["retry_of_trial"] = str(retry_of)
+    if trial.user_attrs.get(BASELINE_ATTR):
+        tags["baseline"] = "true"
+    try:
+        results = train(trial_config(base, point, f"trial-{trial.number}"), data,
+                        callbacks=[TrialReporter(trial)], tags=tags)
+    except PrunedRun as stop:
+        raise optuna.TrialPruned(stop.reason) from None
+    trial.set_user_attr("best_epoch", results["best_epoch"])
+    trial.set_user_attr("epochs_run", results["epochs_run"])
+    trial.set_user_attr(MODEL_URI_ATTR, results["logged_model_uri"])
+    return float(results[OBJECTIVE_METRIC])
+
+
+def tag_trial_state(study: optuna.Study, trial: FrozenTrial) -> None:
+    """Optuna callback: the trial's final state as tag `trial_state` on its MLflow run."""
+    run_id = trial.user_attrs.get(RUN_ID_ATTR)
+    if run_id:
+        mlflow.MlflowClient().set_tag(run_id, "trial_state", trial.state.name)
+
+
+def run_trials(study: optuna.Study, config: TuneConfig, run_trial: Callable[..., float],
+               started: float) -> list[TrialState]:
+    """This worker's loop: admit a trial under the storage lock while the study's total and
+    the timeout allow, run it; stop after MAX_FAILURES_IN_A_ROW failures. Returns the states
+    of the trials it ran."""
+    states: list[TrialState] = []
+    done = len(study.get_trials(deepcopy=False, states=COUNTED_STATES))
+    with tqdm(total=config.n_trials, initial=min(done, config.n_trials), unit="trial",
+              desc=config.study_name, file=sys.stderr, disable=not sys.stderr.isatty()) as bar:
+        while not (config.timeout and time.monotonic() - started >= config.timeout):
+            with contextlib.ExitStack() as gate:  # held until the trial exists
+                gate.enter_context(storage_lock(config.storage))
+                if not room_for_trial(study, config.n_trials):
+                    break
+                study.optimize(partial(run_trial, admitted=gate.close), n_trials=1,
+                               catch=(StopRun,), gc_after_trial=True, callbacks=[
+                                   tag_trial_state, lambda _, t: states.append(t.state)])
+            done = len(study.get_trials(deepcopy=False, states=COUNTED_STATES))
+            bar.update(min(done, config.n_trials) - bar.n)
+            if states[-MAX_FAILURES_IN_A_ROW:] == [TrialState.FAIL] * MAX_FAILURES_IN_A_ROW:
+                mlflow.set_tag("stop_reason", f"{MAX_FAILURES_IN_A_ROW} failed trials in a "
+                                              "row (see their stop_reason)")
+                break
+    return states
+
+
+def run_study(config: TuneConfig, *, data: Dataset | None = None,
+              pruner: optuna.pruners.BasePruner | None = None) -> dict[str, Any]:
+    """Run trials of the study until its total or this worker's timeout, then report.
+
+    One parent MLflow run for this process (nested in the caller's active run, if any);
+    every trial a nested run. `pruner` replaces the default MedianPruner (tests force pruning
+    with it). Returns the report's summary (`tuning.report.report_study`) plus parent_run_id,
+    worker_trials, study_seconds, study_name and storage. Raises StorageUnavailable when the
+    database stays away too long.
+    """
+    config = config.resolved()
+    config = replace(config, experiment=launched_experiment(config.experiment))
+    base = config.base_config()
+    data = load_for(base) if data is None else data
+    started = time.monotonic()
+    worker = f"{socket.gethostname()}-{os.getpid()}"
+    with warnings.catch_warnings():
+        # heartbeats, the retry callback and the matplotlib plots are "experimental" in Optuna
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        with storage_lock(config.storage):
+            study, sampler_seed = open_study(config, pruner)
+            ensure_experiment(config.experiment)
+        tags = {"study_name": config.study_name, "worker": worker,
+                "optuna_storage": masked(config.storage), "model": config.model,
+                "dataset": config.dataset}
+        with tracked_run(config.experiment, config.study_name, tags=tags) as parent:
+            log_params_once({
+                "model": config.model, "dataset": config.dataset, "data_dir": config.data_dir,
+                "limit": config.limit, "seed": config.seed, "n_trials": config.n_trials,
+                "max_epochs": config.max_epochs, "timeout": config.timeout,
+                "sampler_seed": sampler_seed, "pruner": type(study.pruner).__name__,
+                "objective": OBJECTIVE_METRIC,
+                **{f"space_{name}": describe(distribution) for name, distribution
+                   in search_space(config.model, config.max_epochs).items()},
+                "heartbeat_interval": config.heartbeat_interval,
+                "grace_period": config.grace_period,
+            })
+            run_trial = partial(objective, study=study, config=config, base=base, data=data,
+                                worker=worker)
+            try:
+                states = run_trials(study, config, run_trial, started)
+            except Exception as err:
+                lost = next((e for e in causes(err)
+                             if isinstance(e, StorageUnavailable)), None)
+                if lost is None or lost is err:
+                    raise
+                # Optuna, failing to record the trial's end, may raise something else on top
+                raise StorageUnavailable(str(lost)) from err
+            summary = report_study(study, config.model, config.study_name, data)
+            summary.update(parent_run_id=parent.info.run_id, worker_trials=len(states),
+                           study_seconds=time.monotonic() - started,
+                           study_name=config.study_name, storage=masked(config.storage))
+            mlflow.log_metrics({"worker_trials": len(states),
+                                "study_seconds": summary["study_seconds"]})
+    return summary
