@@ -1,10 +1,11 @@
 """Compare trained models honestly: one report from the runs of an MLflow experiment.
 
     python -m tracking.compare [--experiment NAME] [--filter "params.dataset = 'digits'"]
-                               [--parent RUN_ID] [--output DIR]
+                               [--parent RUN_ID] [--output DIR] [--ui-url URL]
     mlflow run . -e compare [-P filter="..."] --experiment-name NAME
 
-Which runs: without --filter, the latest finished run of each model (per data set); with
+Where: the named --experiment, else (under `mlflow run`) the launched run's, else every
+experiment. Which runs: without --filter, the latest finished run of each model (per data set); with
 --filter (an MLflow search filter), every finished run it selects; with --parent, every
 finished run nested under that run (a study's). Only training runs count: a run needs the
 `model` param and the `test_accuracy` metric; comparison and study runs and tuning trials are
@@ -41,7 +42,7 @@ from tracking.evaluate import read_confusion_csv
 from tracking.groups import ModelGroup, RunSummary, TuningSummary, group_runs
 from tracking.report import TUNED_METRIC, render_markdown, write_figures
 from tracking.run import launched_experiment, tracked_run
-from tracking.ui import publish_runs_view, runs_table_url, ui_base_url
+from tracking.ui import UI_URL_ENV, publish_runs_view, runs_table_url, ui_base_url
 
 RUN_KIND_TAG = "run_kind"  # comparison / study runs carry it; training runs do not
 SKIPPED_KINDS = ("comparison", "study", "tuning")
@@ -227,22 +228,39 @@ def log_report(report: Report) -> None:
     mlflow.set_tag("compared_runs", ids[:5000])
 
 
-def default_experiment() -> str:
-    """The launched run's experiment under `mlflow run`, else MLFLOW_EXPERIMENT_NAME, else the
-    training default."""
-    return launched_experiment(os.environ.get("MLFLOW_EXPERIMENT_NAME") or Config().experiment)
+def default_experiment() -> str | None:
+    """The experiment to compare when none is named: the launched run's under `mlflow run`,
+    else $MLFLOW_EXPERIMENT_NAME, else None (every experiment: the training runs are followed
+    wherever they are, e.g. MLflow's `Default` after a plain `mlflow run . -P model=vgg19`)."""
+    return launched_experiment(os.environ.get("MLFLOW_EXPERIMENT_NAME", "")) or None
+
+
+def experiment_ids(name: str | None) -> list[str]:
+    """Ids of experiment `name`, or of every active experiment for None (CompareError for a
+    name that does not exist)."""
+    client = mlflow.MlflowClient()
+    if name is None:
+        return [e.experiment_id for e in client.search_experiments()]
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        raise CompareError(f"no experiment named {name!r} in {mlflow.get_tracking_uri()}")
+    return [experiment.experiment_id]
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m tracking.compare", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--experiment", default="",
-                   help="experiment name (default: the training default, keras-cnn-comparison)")
+                   help="experiment name (default: every experiment, or the launched run's "
+                        "under mlflow run)")
     p.add_argument("--filter", default="", dest="filter_string",
                    help="MLflow search filter; every finished run it selects is compared")
     p.add_argument("--parent", default="", help="compare every run nested under this run id")
     p.add_argument("--output", default=DEFAULT_OUTPUT, help="folder for the report")
     p.add_argument("--no-log", action="store_true", help="write the files only, log no run")
+    p.add_argument("--ui-url", default="",
+                   help=f"where the MLflow UI is, for the links (default: the tracking server, "
+                        f"${UI_URL_ENV} or http://127.0.0.1:5000)")
     return p
 
 
@@ -251,29 +269,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     filter_string, parent = args.filter_string.strip(), unquote(args.parent)
+    ui_url = unquote(args.ui_url) or None
     with bad_input_exits(parser):
         name = unquote(args.experiment) or default_experiment()
-        experiment = mlflow.MlflowClient().get_experiment_by_name(name)
-        if experiment is None:
-            raise CompareError(f"no experiment named {name!r} in {mlflow.get_tracking_uri()}")
+        ids = experiment_ids(name)
         try:
-            report = build_report([experiment.experiment_id], args.output,
-                                  filter_string=filter_string, parent_run_id=parent, title=name)
+            report = build_report(ids, args.output, filter_string=filter_string,
+                                  parent_run_id=parent, title=name or "all experiments",
+                                  ui_base=ui_url)
         except MlflowException as err:  # a malformed --filter
             raise CompareError(f"cannot search runs with filter {filter_string!r}: "
                                f"{str(err).splitlines()[0]}") from None
+    compared = {r.experiment_id for g in report.groups for r in g.runs}
+    home = ids[0] if name else compared.pop() if len(compared) == 1 else None
     if not args.no_log:
         datasets = "-".join(dict.fromkeys(g.dataset for g in report.groups))
         # tags, not params: under `mlflow run` the entry point's params are already logged
         tags = {RUN_KIND_TAG: "comparison",
                 "compare_filter": filter_string or "(latest run of each model)",
                 "compare_parent": parent or "(none)"}
-        with tracked_run(name, f"comparison-{datasets}", tags=tags):
+        log_to = name or (mlflow.MlflowClient().get_experiment(home).name if home
+                          else Config().experiment)
+        with tracked_run(log_to, f"comparison-{datasets}", tags=tags) as run:
             log_report(report)
-        publish_runs_view(experiment.experiment_id)
+        home = run.info.experiment_id
     print(report.markdown)
     print(f"report: {report.path.resolve()}", file=sys.stderr)
-    print(f"runs table: {runs_table_url(experiment.experiment_id)}", file=sys.stderr)
+    if home is not None:
+        publish_runs_view(home)
+        print(f"runs table: {runs_table_url(home, ui_url)}", file=sys.stderr)
     return 0
 
 

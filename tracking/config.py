@@ -48,6 +48,7 @@ class Config:
     evaluate_test: bool = True  # False in tuning trials: the test split is for the final report
     checkpoint_every: int = 1  # epochs between resumable checkpoints (0 = none)
     distribute: str = "none"  # "data_parallel": each batch split over all devices (JAX)
+    deterministic: bool = False  # deterministic kernels where the backend has them
     # training defaults used for `None` above; None = the registry's (not a param: its fields
     # are logged as optimizer, weight_decay, warmup_fraction, augment_shift and arch_*)
     recipe: Recipe | None = field(default=None, metadata={"param": False})
@@ -101,6 +102,10 @@ class Config:
             raise ConfigError("experiment name must not be empty")
         if self.dataset == "folder" and not self.data_dir:
             raise ConfigError("dataset 'folder' needs data_dir: one subfolder of images per class")
+        for name in ("augment", "deterministic", "skip_bad_images", "evaluate_test"):
+            value = getattr(self, name)
+            if not (isinstance(value, bool) or (name == "augment" and value is None)):
+                raise ConfigError(f"{name} must be true or false, got {value!r}")
         if self.recipe is not None and not isinstance(self.recipe, Recipe):
             raise ConfigError(f"recipe must be a models.Recipe, got {type(self.recipe).__name__}")
 

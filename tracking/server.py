@@ -1,10 +1,11 @@
 """Working against a tracking server: is it reachable, and where is our runs table?
 
     python -m tracking.server check [--uri URI]        # exit 2, naming the URI, if unreachable
-    python -m tracking.server ui [--experiment NAME]   # address of the runs table, key metrics
+    python -m tracking.server ui [--experiment NAME] [--ui-url URL]   # the runs table's address
 
 `check` is `tracking.store.check_tracking_uri` on its own; `ui` publishes the key-metrics view
-(`tracking.ui`) on the experiment and prints the address that opens it.
+(`tracking.ui`) on the experiment (default: the one holding the newest training run, wherever
+it is) and prints the address that opens it.
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ import sys
 from collections.abc import Sequence
 
 import mlflow
+from mlflow.entities import Experiment
 
-from tracking.config import Config
+from tracking.cli import unquote
+from tracking.compare import is_training_run, search_finished
 from tracking.store import CHECK_TIMEOUT_SECONDS, TrackingServerError, check_tracking_uri, masked
-from tracking.ui import publish_runs_view, runs_table_url
+from tracking.ui import UI_URL_ENV, publish_runs_view, runs_table_url
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -30,7 +33,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     check.add_argument("--uri", default=None, help="default: MLFLOW_TRACKING_URI")
     check.add_argument("--timeout", type=float, default=CHECK_TIMEOUT_SECONDS)
     ui = sub.add_parser("ui", help="publish the key-metrics view, print the runs-table address")
-    ui.add_argument("--experiment", default=Config().experiment)
+    ui.add_argument("--experiment", default="",
+                    help="default: the experiment of the newest training run")
+    ui.add_argument("--ui-url", default="",
+                    help=f"where `mlflow ui` serves (default: the tracking server, "
+                         f"${UI_URL_ENV} or http://127.0.0.1:5000)")
     args = parser.parse_args(argv)
     try:
         uri = check_tracking_uri(getattr(args, "uri", None),
@@ -40,12 +47,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "check":
         print(f"{masked(uri)} is reachable")
         return 0
-    experiment = mlflow.MlflowClient().get_experiment_by_name(args.experiment)
+    client = mlflow.MlflowClient()
+    name = unquote(args.experiment)
+    experiment = (client.get_experiment_by_name(name) if name
+                  else newest_training_experiment(client))
     if experiment is None:
-        parser.exit(2, f"error: no experiment named {args.experiment!r} in {masked(uri)}\n")
+        parser.exit(2, f"error: no experiment named {name!r} in {masked(uri)}\n" if name else
+                    f"error: no training runs in {masked(uri)} yet; train one first "
+                    "(mlflow run . -P model=vgg19)\n")
     publish_runs_view(experiment.experiment_id)
-    print(runs_table_url(experiment.experiment_id))
+    print(runs_table_url(experiment.experiment_id, unquote(args.ui_url) or None))
     return 0
+
+
+def newest_training_experiment(client: mlflow.MlflowClient) -> Experiment | None:
+    """The experiment holding the newest finished training run, in any experiment."""
+    ids = [e.experiment_id for e in client.search_experiments()]
+    for run in search_finished(ids) if ids else []:  # newest first
+        if is_training_run(run):
+            return client.get_experiment(run.info.experiment_id)
+    return None
 
 
 if __name__ == "__main__":

@@ -53,10 +53,12 @@ from tracking.cli import (
 )
 from tracking.config import Config
 from tracking.data import LOADERS, Dataset, load_for
+from tracking.determinism import enable_determinism
 from tracking.finish import finish_run
 from tracking.offline import TrackingOffline, keep_offline_if_unreachable
 from tracking.provenance import log_provenance, run_tags
 from tracking.run import launched_experiment, tracked_run
+from tracking.ui import run_url
 
 RESUME_COMMAND = "python -m tracking.train --resume {run_id}"
 
@@ -94,6 +96,8 @@ def train(
     with timed(timings, "data_seconds"):
         data = load_for(config) if data is None else data
     keras.utils.set_random_seed(config.seed)
+    if config.deterministic:
+        enable_determinism()
     steps_per_epoch = full_batches(len(data.y_train), config.batch_size)
     with distribution(config) as devices:
         start = (resume_point(resume_run_id, config, data) if resume_run_id else StartPoint(
@@ -169,6 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-every", type=number(int, "checkpoint interval"),
                    default=d.checkpoint_every,
                    help="epochs between resumable checkpoints (0 = none)")
+    p.add_argument("--deterministic", type=boolean("deterministic"), nargs="?", const=True,
+                   default=d.deterministic,
+                   help="deterministic kernels where the backend has them (see the README)")
     p.add_argument("--distribute", default=d.distribute,
                    help="none or data_parallel (JAX: each batch split over all devices)")
     p.add_argument("--resume", default="", metavar="RUN_ID",
@@ -207,6 +214,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         summary["test_accuracy"] = round(results["test_accuracy"], 4)
     summary["train_seconds"] = round(results["train_seconds"], 1)
     print(" ".join(f"{k}={v}" for k, v in summary.items()))
+    run = mlflow.get_run(results["run_id"]).info
+    print(f"run page: {run_url(run.experiment_id, run.run_id)} (`mlflow ui` serves a local "
+          "store there)", file=sys.stderr)
     return 0
 
 

@@ -10,12 +10,14 @@ one run's page. `python -m tracking.server ui` prints that address.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable
 from urllib.parse import urlsplit, urlunsplit
 
 import mlflow
 
-LOCAL_UI = "http://127.0.0.1:5000"  # where `mlflow ui` serves a local store
+LOCAL_UI = "http://127.0.0.1:5000"  # where `mlflow ui` serves a local store by default
+UI_URL_ENV = "SUITE_UI_URL"  # where the UI of a local store is, when not LOCAL_UI
 VIEW_KEY = "key-metrics"  # name of the shared runs-table view
 VIEW_TAG_PREFIX = "mlflow.sharedViewState."
 # runs-table columns of the shared view, in order (the UI's "type.`name`" column ids)
@@ -24,14 +26,17 @@ KEY_PARAMS = ("model", "dataset", "seed", "effective_epochs", "effective_batch_s
               "effective_learning_rate", "num_params")
 
 
-def ui_base_url(tracking_uri: str | None = None) -> str:
-    """Where the UI of the tracking store is: the server itself, or `mlflow ui`'s default."""
-    uri = tracking_uri or mlflow.get_tracking_uri()
+def ui_base_url(ui_url: str | None = None) -> str:
+    """Where the UI of the tracking store is: `ui_url` when given; else the tracking server
+    itself (an http(s) MLFLOW_TRACKING_URI, password left out); else $SUITE_UI_URL; else
+    `mlflow ui`'s default, http://127.0.0.1:5000. For a local store (sqlite, files) the UI is
+    wherever the user runs `mlflow ui --port N`: say so with --ui-url or SUITE_UI_URL."""
+    uri = ui_url or mlflow.get_tracking_uri()
     if urlsplit(uri).scheme.lower() in ("http", "https"):
         parts = urlsplit(uri)
         netloc = (parts.hostname or "") + (f":{parts.port}" if parts.port else "")
         return urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
-    return LOCAL_UI
+    return os.environ.get(UI_URL_ENV) or LOCAL_UI
 
 
 def column_id(kind: str, name: str) -> str:
