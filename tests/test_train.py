@@ -118,6 +118,9 @@ def test_mlproject_parameters_mirror_the_config() -> None:
     defaults = Config()
     for name, p in params.items():
         expected = getattr(defaults, name)
+        if p["type"] == "path":  # MLflow resolves it against the caller's folder: "." there
+            assert (p["default"], expected) == (".", ""), name
+            continue
         shown = "auto" if expected is None else expected
         assert p["default"] == shown, name
         assert "{" + name + "}" in spec["entry_points"]["main"]["command"], name
@@ -141,3 +144,43 @@ def test_mlflow_run_local_smoke(mlflow_uri: str, tmp_path: Path) -> None:
     assert runs.loc[0, "params.experiment"] == "smoke"
     exp = mlflow.MlflowClient().get_experiment_by_name("smoke")
     assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+def write_folder_dataset(root: Path, classes: tuple[str, ...] = ("cat", "dog"),
+                         per_class: int = 15) -> None:
+    """Class folders of small random PNGs, each class a different brightness."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for label, name in enumerate(classes):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 100, (20, 20, 3)) + 120 * label
+            Image.fromarray(pixels.astype(np.uint8)).save(root / name / f"{i}.png")
+
+
+def test_mlflow_run_takes_odd_parameter_values(mlflow_uri: str, tmp_path: Path) -> None:
+    """Quotes, spaces, `=`, non-ASCII and a relative path in -P values, and an empty value
+    for `auto`: taken as the shell passed them; the relative path against the caller's folder.
+    A folder that does not exist is refused by MLflow before our command runs."""
+    caller = tmp_path / "caller"
+    write_folder_dataset(caller / "bob's dätä=1")
+    command = [sys.executable, "-m", "mlflow", "run", str(REPO), "--env-manager", "local",
+               "--experiment-name", "odd", "-P", "model=concat_cnn", "-P", "dataset=folder",
+               "-P", "epochs=1", "-P", "learning_rate="]
+    out = subprocess.run([*command, "-P", "data_dir=bob's dätä=1"], capture_output=True,
+                         text=True, timeout=600, cwd=caller)
+    assert out.returncode == 0, out.stderr[-3000:]
+    client = mlflow.MlflowClient()
+    runs = client.search_runs([client.get_experiment_by_name("odd").experiment_id])
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    params = runs[0].data.params
+    assert params["effective_data_dir"] == str((caller / "bob's dätä=1").resolve())
+    assert params["effective_learning_rate"] == "0.002"  # empty = auto = the recipe's
+    assert params["class_names"] == "cat,dog"
+
+    missing = subprocess.run([*command, "-P", "data_dir=no such folder"], capture_output=True,
+                             text=True, timeout=300, cwd=caller)
+    assert missing.returncode != 0
+    assert "no such folder for parameter data_dir, but no such file or directory" in \
+        missing.stderr

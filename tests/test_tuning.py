@@ -303,6 +303,9 @@ def test_mlproject_tune_entry_mirrors_the_command_line() -> None:
     spec = yaml.safe_load((REPO / "MLproject").read_text())["entry_points"]["tune"]
     defaults = vars(build_parser().parse_args([]))
     for name, p in spec["parameters"].items():
+        if p["type"] == "path":  # MLflow resolves it against the caller's folder: "." there
+            assert (p["default"], defaults[name]) == (".", ""), name
+            continue
         assert p["default"] == defaults[name], name
         assert f"--{name.replace('_', '-')} {{{name}}}" in spec["command"], name
     assert {"dataset", "data_dir", "n_trials", "timeout", "max_epochs", "study_name", "storage",

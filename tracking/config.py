@@ -10,6 +10,7 @@ resolved values are what runs, and what is logged as `effective_*`.
 from __future__ import annotations
 
 import math
+import shlex
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
@@ -143,15 +144,33 @@ def param_text(value: Any) -> str:
     return str(value)
 
 
+AUTO_SPELLINGS = ("", "auto", "none")  # what the command line reads as None (`auto`)
+
+
 def same_param(a: str, b: str) -> bool:
-    """Whether two spellings of a param mean the same (`mlflow run` logs its own, quoted)."""
-    a, b = unquote(a), unquote(b)
-    if a.lower() == b.lower():
+    """Whether two spellings of a param mean the same. `mlflow run` logs each MLproject value
+    shell-quoted (`shlex.quote`: `'/data/bob'"'"'s data'`, `''` for an empty value), so both
+    are unquoted as a shell would first; then equal ignoring case, both a spelling of auto,
+    or equal as numbers."""
+    a, b = shell_unquote(a).lower(), shell_unquote(b).lower()
+    if a == b or (a in AUTO_SPELLINGS and b in AUTO_SPELLINGS):
         return True
     try:
         return float(a) == float(b)
     except ValueError:
         return False
+
+
+def shell_unquote(text: str) -> str:
+    """`text` as one shell word reads it (`shlex.split`), else `text` with one pair of quotes
+    removed (`tracking.cli.unquote`)."""
+    try:
+        words = shlex.split(text)
+    except ValueError:  # unbalanced quotes: not shell syntax
+        return unquote(text)
+    if not words:
+        return ""
+    return words[0] if len(words) == 1 else unquote(text)
 
 
 def field_names() -> list[str]:

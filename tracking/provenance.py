@@ -103,9 +103,10 @@ def run_params(requested: Config, config: Config, model: keras.Model, data: Data
 def log_params_once(params: dict[str, Any]) -> None:
     """Log params to the active run, skipping those already logged with the same meaning.
 
-    `mlflow run` logs the entry point's parameters itself (quoted, as typed); logging them
-    again with another spelling would be refused as a change. Raises ValueError when a param
-    was logged with another meaning.
+    `mlflow run` logs the entry point's parameters itself, as the user typed them (shell-quoted;
+    a `type: path` parameter before MLflow made it absolute); MLflow refuses to change a logged
+    value. A value that ran differently from that spelling (`-P data_dir=pets` ran as
+    `/home/u/pets`) is logged beside it as `effective_<key>`.
     """
     run = mlflow.active_run()
     existing = mlflow.MlflowClient().get_run(run.info.run_id).data.params
@@ -114,8 +115,8 @@ def log_params_once(params: dict[str, Any]) -> None:
         text = param_text(value)
         if key not in existing:
             fresh[key] = text
-        elif not same_param(existing[key], text):
-            raise ValueError(f"param {key} was logged as {existing[key]!r}, now {text!r}")
+        elif not same_param(existing[key], text) and f"effective_{key}" not in existing:
+            fresh[f"effective_{key}"] = text
     if fresh:
         mlflow.log_params(fresh)
 
