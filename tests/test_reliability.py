@@ -269,3 +269,32 @@ def test_resume_uses_the_values_the_run_used_not_todays_recipe(
     assert resumed.recipe.weight_decay == spec.recipe.weight_decay
     assert dict(resumed.recipe.model_options) == dict(spec.recipe.model_options)
     assert resumed.recipe.optimizer == "adamw"
+
+
+@pytest.mark.jax_smoke
+def test_a_resumed_run_is_the_run_it_continues(mlflow_uri: str) -> None:
+    """Interrupted after epoch 2 and resumed, a run logs the losses of the same command run
+    straight through: same batches, dropout masks, random shifts, optimizer step and schedule."""
+    import keras
+
+    from tracking.checkpoints import resume_config
+    from tracking.config import Config
+    from tracking.train import train
+
+    class InterruptAfter(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            if epoch == 1:
+                raise KeyboardInterrupt("interrupted for the test")
+
+    config = Config(model="concat_cnn", limit=120, epochs=4, patience=10, augment=True,
+                    batch_size=32, experiment="faults")
+    straight = train(config)["history"]["loss"]
+    keras.backend.clear_session()
+    with pytest.raises(KeyboardInterrupt):
+        train(config, callbacks=[InterruptAfter()])
+    run_id = mlflow.last_active_run().info.run_id
+    assert mlflow.get_run(run_id).info.status == "KILLED"
+    keras.backend.clear_session()
+    resumed = train(resume_config(run_id), resume_run_id=run_id)["history"]["loss"]
+    assert len(resumed) == len(straight) == 4
+    assert resumed == pytest.approx(straight, rel=1e-6)

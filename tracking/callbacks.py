@@ -27,6 +27,7 @@ import numpy as np
 from mlflow.entities import Metric, RunTag
 
 from tracking.batches import Padded
+from tracking.classifier import seed_states
 from tracking.evaluate import crossentropy
 
 if TYPE_CHECKING:  # tracking.checkpoints imports this module (its StartPoint makes stoppers)
@@ -164,8 +165,9 @@ def best_epoch_of(stopper: keras.callbacks.EarlyStopping, history: list[dict[str
 class Checkpointer(keras.callbacks.Callback):
     """After each epoch with a finite loss: the best weights when this epoch is the early
     stopper's best, then a resumable checkpoint (model with optimizer state, history, the
-    stopper's state) through `store`. An epoch with a non-finite loss is never checkpointed:
-    its weights are broken. Place after EpochHistory and the stopper, whose state it saves."""
+    stopper's state, the random generators' states) through `store`. An epoch with a
+    non-finite loss is never checkpointed: its weights are broken. Place after EpochHistory
+    and the stopper, whose state it saves."""
 
     def __init__(self, store: CheckpointStore, stopper: ResumableEarlyStopping,
                  history: EpochHistory) -> None:
@@ -180,7 +182,8 @@ class Checkpointer(keras.callbacks.Callback):
         if self.stopper.best_epoch == epoch:
             self.store.save_best(self.model, epoch + 1)
         self.store.save(self.model, epoch + 1, {"history": self.history.epochs,
-                                                "early_stopping": self.stopper.state()})
+                                                "early_stopping": self.stopper.state(),
+                                                "seeds": seed_states(self.model)})
 
 
 class MlflowMetrics(keras.callbacks.Callback):

@@ -256,8 +256,9 @@ def resume_point(run_id: str, config: Config, data: Dataset) -> StartPoint:
         if found is None:
             raise DataError(f"run {run_id} has no complete checkpoint to resume from")
         model_path, state = found
-        start = StartPoint(load_classifier(model_path), int(state["epochs_done"]),
-                           state["history"], state.get("early_stopping"))
+        start = StartPoint(load_classifier(model_path, state.get("seeds")),
+                           int(state["epochs_done"]), state["history"],
+                           state.get("early_stopping"))
         if state.get("best_file"):
             best_path = download_best_weights(run_id, state["best_file"], scratch)
             if best_path is not None:

@@ -76,9 +76,34 @@ def compile_classifier(model: keras.Model, config: Config, steps_per_epoch: int)
     return model
 
 
-def load_classifier(path: str | Path) -> keras.Model:
-    """A saved classifier (weights, optimizer state and step), ready to train on (`allow_jit`)."""
-    return allow_jit(keras.saving.load_model(path))
+def load_classifier(path: str | Path, seeds: list[list[int]] | None = None) -> keras.Model:
+    """A saved classifier (weights, optimizer state and step), ready to train on (`allow_jit`),
+    its random generators set to `seeds` (`seed_states` of the model when it was saved)."""
+    model = allow_jit(keras.saving.load_model(path))
+    if seeds is not None:
+        generators = _seed_variables(model)
+        if len(generators) != len(seeds):
+            raise ValueError(f"{path}: {len(generators)} random generators, the checkpoint "
+                             f"holds {len(seeds)}")
+        for variable, state in zip(generators, seeds, strict=True):
+            variable.assign(keras.ops.convert_to_tensor(state, dtype=variable.dtype))
+    return model
+
+
+SEED_STATE = "seed_generator_state"  # the name of a keras.random.SeedGenerator's variable
+
+
+def _seed_variables(model: keras.Model) -> list[keras.Variable]:
+    return [v for v in model.variables if v.name == SEED_STATE]
+
+
+def seed_states(model: keras.Model) -> list[list[int]]:
+    """The state of every random generator in `model` (dropout masks, random shifts and flips),
+    in the model's variable order. Keras saves these variables with a model but does not load
+    them back (a reloaded model starts its generators afresh), so a checkpoint keeps them to
+    resume with the very masks and shifts the uninterrupted run would have drawn."""
+    return [[int(x) for x in keras.ops.convert_to_numpy(v).ravel()]
+            for v in _seed_variables(model)]
 
 
 def allow_jit(model: keras.Model) -> keras.Model:
