@@ -57,7 +57,7 @@ def test_predict_cli_matches_the_model_on_training_preprocessing(trained: dict, 
     run_id = trained["results"]["run_id"]
     paths, expected_input = digit_files(tmp_path)
     model = mlflow.pyfunc.load_model(f"runs:/{run_id}/model")
-    expected = np.asarray(model.predict(expected_input))
+    expected = np.asarray(model.predict(expected_input.astype(np.float64)))
     capsys.readouterr()
     assert predict.main(["--run-id", run_id, *map(str, paths)]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
@@ -97,7 +97,10 @@ def test_predict_errors_exit_2(trained: dict, tmp_path: Path, capsys, args, mess
 def test_mlflow_models_serve_answers_like_the_model(trained: dict, tmp_path: Path) -> None:
     run_id = trained["results"]["run_id"]
     x = load_dataset("digits", limit=300).x_test[:8]  # the run's own test split, uint8
-    expected = np.asarray(mlflow.pyfunc.load_model(f"runs:/{run_id}/model").predict(x))
+    pyfunc = mlflow.pyfunc.load_model(f"runs:/{run_id}/model")
+    expected = np.asarray(pyfunc.predict(x.astype(np.float64)))
+    with pytest.raises(mlflow.exceptions.MlflowException, match="multiply them by 255"):
+        pyfunc.predict(x / 255.0)  # in process: the same refusal as over HTTP
     port = free_port()
     cmd = [*mlflow_cli(), "models", "serve", "-m", f"runs:/{run_id}/model", "--env-manager",
            "local", "-h", "127.0.0.1", "-p", str(port), "-w", "1"]
@@ -112,6 +115,22 @@ def test_mlflow_models_serve_answers_like_the_model(trained: dict, tmp_path: Pat
         served = np.asarray(answer.json()["predictions"], dtype=np.float64)
         bad = requests.post(f"http://127.0.0.1:{port}/invocations",
                             json={"inputs": [[1, 2, 3]]}, timeout=60)
+        forms = {form: requests.post(f"http://127.0.0.1:{port}/invocations", json=body,
+                                     timeout=120)
+                 for form, body in {
+                     "instances": {"instances": x.tolist()},
+                     "scaled floats": {"inputs": (x / 255.0).tolist()},
+                     "out of range": {"inputs": (x.astype(int) + 300).tolist()},
+                     "no batch axis": {"inputs": x[0].tolist()},
+                     "dataframe_split": {"dataframe_split": {"data": x.tolist()}},
+                 }.items()}
+    assert forms["instances"].status_code == 200
+    np.testing.assert_allclose(np.asarray(forms["instances"].json()["predictions"]), expected,
+                               atol=1e-5)
+    for form in ("scaled floats", "out of range", "no batch axis", "dataframe_split"):
+        assert 400 <= forms[form].status_code < 500, (form, forms[form].text[:500])
+    assert "multiply them by 255" in forms["scaled floats"].text
+    assert "pixel values 0-255" in forms["out of range"].text
     assert served.shape == expected.shape == (8, 10)
     np.testing.assert_allclose(served, expected, atol=1e-5)
     np.testing.assert_array_equal(served.argmax(axis=1), expected.argmax(axis=1))

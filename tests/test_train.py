@@ -79,7 +79,7 @@ def test_train_logs_everything_and_model_reloads(mlflow_uri: str) -> None:
     from tracking.data import load_dataset
 
     data = load_dataset("digits", limit=300)
-    predicted = np.asarray(pyfunc.predict(data.x_test)).argmax(axis=1)
+    predicted = np.asarray(pyfunc.predict(data.x_test.astype(np.float64))).argmax(axis=1)
     np.testing.assert_array_equal(predicted, x.argmax(axis=1))
     assert pyfunc.metadata.signature is not None
 

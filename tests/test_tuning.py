@@ -123,6 +123,10 @@ def test_two_trial_study_nests_trials_and_registers_the_best(mlflow_uri: str,
         assert metrics["tuned_test_accuracy"] == metrics["baseline_test_accuracy"]
 
     versions = client.search_model_versions("name = 'concat_cnn-tuned'")
+    if summary["chance_p_value"] >= 0.05:  # two epochs on 128 images may not beat chance
+        assert versions == [] and summary["registered_model"] is None
+        assert "not better than chance" in tags["tuning_warning"]
+        return
     assert [v.run_id for v in versions] == [tags["best_run_id"]]
     assert client.get_registered_model("concat_cnn-tuned").name == "concat_cnn-tuned"
     assert versions[0].tags["trial_number"] == str(best.number)
@@ -224,6 +228,30 @@ def test_a_study_from_before_the_recorded_space_is_checked_against_its_trials(
     study = load("legacy", storage)
     assert len(study.trials) == 1 and "search_space" not in study.user_attrs
     assert runs_in_store(tmp_path) == 0
+
+
+def test_a_best_trial_at_chance_level_is_not_registered_as_tuned() -> None:
+    """Two one-epoch trials at validation accuracy 0.097 (10 classes) once ended in a
+    registered "tuned" model; now the verdict refuses it, and a baseline that stays best is
+    registered with a warning."""
+    from tuning.report import tuning_verdict
+
+    def trial(number: int, value: float) -> optuna.trial.FrozenTrial:
+        made = optuna.trial.create_trial(params={"epochs": 1},
+                                         distributions={"epochs": search_space(
+                                             "concat_cnn", 1)["epochs"]}, value=value)
+        made.number = number
+        return made
+
+    baseline, other = trial(0, 0.097), trial(1, 0.097)
+    p_value, warning = tuning_verdict(other, baseline, val_size=288, num_classes=10)
+    assert p_value > 0.5 and "not better than chance" in warning
+    assert "nothing was registered" in warning
+    p_value, warning = tuning_verdict(trial(1, 0.4), baseline, 288, 10)
+    assert p_value < 1e-20 and warning == ""
+    best_baseline = trial(0, 0.4)
+    p_value, warning = tuning_verdict(best_baseline, best_baseline, 288, 10)
+    assert p_value < 0.05 and "no trial beat the baseline trial 0" in warning
 
 
 def test_default_pruner_spares_warm_up_epochs_and_compares_at_equal_epochs() -> None:
@@ -341,7 +369,12 @@ def test_under_mlflow_run_the_launched_run_is_the_parent(
 def test_resnet50_two_trial_study(mlflow_uri: str) -> None:
     summary = run_study(TuneConfig(n_trials=2, limit=120, max_epochs=1, experiment="tune"))
     assert summary["trials_complete"] + summary["trials_pruned"] == 2
-    assert summary["registered_model"] == "resnet50-tuned/1"
+    # one epoch on 96 images: registered only when the best trial beats chance
+    if summary["chance_p_value"] < 0.05:
+        assert summary["registered_model"] == "resnet50-tuned/1"
+    else:
+        assert summary["registered_model"] is None and "not better than chance" in \
+            summary["warning"]
     runs = child_runs([summary["parent_run_id"]])
     assert {r.data.params["model"] for r in runs} == {"resnet50"}
     assert {r.data.params["epochs"] for r in runs} == {"1"}

@@ -11,17 +11,12 @@ from typing import Any
 import keras
 import matplotlib.pyplot as plt
 import mlflow
-import numpy as np
-from mlflow.models import infer_signature
 
-from tracking.batches import predict_padded
 from tracking.config import Config
 from tracking.data import Dataset
 from tracking.evaluate import evaluate, log_evaluation
 from tracking.plots import training_curves_figure
-from tracking.provenance import model_requirements
-
-MODEL_NAME = "model"  # runs:/<run id>/model
+from tracking.serving import MODEL_NAME, log_classifier
 
 
 def finish_run(model: keras.Model, config: Config, data: Dataset,
@@ -65,10 +60,7 @@ def finish_run(model: keras.Model, config: Config, data: Dataset,
     timings["evaluate_seconds"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    sample = data.x_test[:2]
-    signature = infer_signature(sample, predict_padded(model, sample).astype(np.float32))
-    info = mlflow.keras.log_model(model, name=MODEL_NAME, signature=signature,
-                                  pip_requirements=model_requirements())
+    info = log_classifier(model, data.x_test[:2])
     results["model_uri"] = f"runs:/{run_id}/{MODEL_NAME}"
     results["logged_model_uri"] = info.model_uri
     timings["log_model_seconds"] = time.perf_counter() - t

@@ -116,7 +116,7 @@ def predict(source: ModelSource, paths: Sequence[str | Path], model: object | No
         except (MlflowException, OSError) as err:
             raise PredictError(f"cannot load model {source.model_uri}: {first_line(err)}") \
                 from None
-    probs = np.asarray(model.predict(batch), dtype=np.float64)
+    probs = np.asarray(model.predict(batch.astype(np.float64)), dtype=np.float64)
     labels = probs.argmax(axis=1)
     out = []
     for path, label, row in zip(paths, labels, probs, strict=True):

@@ -52,9 +52,10 @@ def library_versions() -> dict[str, str]:
 
 
 def model_requirements() -> list[str]:
-    """Pinned requirements of the logged model (keras, the backend, numpy): MLflow then needs
-    no slow inference subprocess to guess them."""
-    libs = ["keras", BACKEND_LIBRARY.get(keras.backend.backend(), "tensorflow"), "numpy"]
+    """Pinned requirements of the logged model (mlflow, keras, the backend, numpy): MLflow then
+    needs no slow inference subprocess to guess them."""
+    libs = ["mlflow", "keras", BACKEND_LIBRARY.get(keras.backend.backend(), "tensorflow"),
+            "numpy"]
     reqs = []
     for lib in libs:
         try:

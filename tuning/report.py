@@ -10,6 +10,7 @@ only when the best trial changed).
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import keras
@@ -19,12 +20,16 @@ import optuna
 from mlflow.entities.model_registry import ModelVersion
 from optuna.trial import FrozenTrial, TrialState
 from optuna.visualization import matplotlib as vis
+from scipy import stats
 
 from tracking.data import Dataset
 from tracking.evaluate import Evaluation, evaluate, evaluation_metrics, log_evaluation
+from tracking.serving import load_logged_classifier
 from tuning.storage import RUN_ID_ATTR
 
 OBJECTIVE_METRIC = "val_accuracy"  # maximised; the pruning callback reports the same key per epoch
+CHANCE_ALPHA = 0.05  # a best trial not better than chance at this level is not registered
+MAX_TAG = 250
 MODEL_URI_ATTR = "mlflow_model_uri"  # trial user attribute: the logged model (models:/...)
 BASELINE_ATTR = "baseline"  # trial user attribute marking the enqueued reference setting
 
@@ -62,7 +67,7 @@ def log_plots(study: optuna.Study) -> None:
 def evaluate_trial_model(run_id: str, data: Dataset) -> Evaluation:
     """Evaluation of the model logged by run `run_id` on the test split."""
     keras.backend.clear_session()
-    model = mlflow.keras.load_model(f"runs:/{run_id}/model")
+    model = load_logged_classifier(f"runs:/{run_id}/model")
     return evaluate(model, data.x_test, data.y_test, data.class_names)
 
 
@@ -81,7 +86,8 @@ def report_study(study: optuna.Study, model: str, study_name: str, data: Dataset
     """Log the study of `model` as it stands into the active (parent) run; return the summary:
     trials_<state> counts and, once a trial completed, best_trial, best_run_id, best_params,
     best_value, tuned_test_accuracy, baseline_test_accuracy and baseline_trial (when the
-    baseline completed) and registered_model (`name/version`)."""
+    baseline completed), chance_p_value, warning (when there is one, `tuning_verdict`) and
+    registered_model (`name/version`, None when the best trial is not better than chance)."""
     summary: dict[str, Any] = {f"trials_{k}": v for k, v in counts(study).items()}
     mlflow.log_metrics(summary)
     mlflow.log_text(study.trials_dataframe().to_csv(index=False), "trials.csv")
@@ -110,12 +116,46 @@ def report_study(study: optuna.Study, model: str, study_name: str, data: Dataset
         summary["baseline_trial"] = baseline.number
     summary.update(test)
 
+    chance, warning = tuning_verdict(best, baseline, len(data.y_val), data.num_classes)
+    summary["chance_p_value"] = chance
+    if warning:
+        summary["warning"] = warning
+        mlflow.set_tag("tuning_warning", warning[:MAX_TAG])
+        print(f"warning: {warning}", file=sys.stderr)
+    if chance >= CHANCE_ALPHA:
+        summary["registered_model"] = None
+        mlflow.set_tag("registered_model", "none (not better than chance)")
+        return summary
     version = register_best(f"{model}-tuned", best, {
         "study_name": study_name, "trial_number": str(best.number),
         OBJECTIVE_METRIC: f"{best.value:.4f}", "test_accuracy": f"{tuned.accuracy:.4f}"})
     summary["registered_model"] = f"{version.name}/{version.version}"
     mlflow.set_tag("registered_model", summary["registered_model"])
     return summary
+
+
+def tuning_verdict(best: FrozenTrial, baseline: FrozenTrial | None, val_size: int,
+                   num_classes: int) -> tuple[float, str]:
+    """(p-value of the best trial's validation accuracy against chance, a warning or "").
+
+    Chance is 1/num_classes; the p-value is SciPy's exact one-sided binomial test of the
+    best trial's correct validation images out of `val_size`. At CHANCE_ALPHA or more the
+    best trial is not shown to beat guessing and is not registered as tuned. A best trial that
+    is the baseline itself is registered, with a warning that tuning found nothing better.
+    """
+    correct = round(best.value * val_size)
+    p_value = float(stats.binomtest(correct, val_size, 1 / num_classes,
+                                    alternative="greater").pvalue)
+    if p_value >= CHANCE_ALPHA:
+        return p_value, (f"the best trial ({best.number}) reached {OBJECTIVE_METRIC} "
+                         f"{best.value:.4f} on {val_size} images, not better than chance "
+                         f"(1/{num_classes}; binomial test p = {p_value:.2g}): nothing was "
+                         "registered; give the trials more epochs or data")
+    if baseline is not None and baseline.number == best.number:
+        return p_value, (f"no trial beat the baseline trial {baseline.number} "
+                         f"({OBJECTIVE_METRIC} {best.value:.4f}): the registered model is the "
+                         "untuned baseline; run more trials")
+    return p_value, ""
 
 
 def format_summary(s: dict[str, Any]) -> str:
@@ -127,12 +167,15 @@ def format_summary(s: dict[str, Any]) -> str:
     if "best_trial" in s:
         params = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
                            for k, v in s["best_params"].items())
+        registered = s["registered_model"] or "nothing registered"
         lines.append(f"best trial {s['best_trial']}: {params}; {OBJECTIVE_METRIC} "
-                     f"{s['best_value']:.4f}; registered {s['registered_model']}")
+                     f"{s['best_value']:.4f}; registered {registered}")
         test = f"test accuracy: tuned {s['tuned_test_accuracy']:.4f}"
         if "baseline_test_accuracy" in s:
             test += f", baseline (trial {s['baseline_trial']}) {s['baseline_test_accuracy']:.4f}"
         lines.append(test)
+        if s.get("warning"):
+            lines.append(f"warning: {s['warning']}")
     else:
         lines.append("no trial has completed yet: nothing to compare or register")
     return "\n".join(lines)

@@ -1,0 +1,51 @@
+"""Logging a trained classifier as an MLflow model, and loading it back.
+
+    info = log_classifier(model, data.x_test[:2])        # runs:/<run id>/model
+    keras_model = load_logged_classifier("runs:/<run id>/model")
+
+The logged model is `tracking/served_model.py` (MLflow "models from code") with the Keras
+classifier as its artifact: `mlflow.pyfunc.load_model(uri).predict(x)` and
+`mlflow models serve -m uri` both check the input the same way (pixel values 0-255 as
+float64 (N, S, S, 3), see that file) and return class probabilities.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import warnings
+from pathlib import Path
+
+import keras
+import mlflow
+import numpy as np
+from mlflow.models import infer_signature
+from mlflow.models.model import ModelInfo
+
+from tracking.batches import predict_padded
+from tracking.provenance import model_requirements
+from tracking.served_model import KERAS_MODEL
+
+MODEL_NAME = "model"  # runs:/<run id>/model
+SERVED_MODEL_CODE = Path(__file__).with_name("served_model.py")
+
+
+def log_classifier(model: keras.Model, sample: np.ndarray, name: str = MODEL_NAME) -> ModelInfo:
+    """Log `model` to the active run as `name`; `sample` (a few uint8 (n, S, S, 3) images)
+    gives the signature: float64 pixel values in, float32 probabilities (n, classes) out."""
+    with tempfile.TemporaryDirectory(prefix="classifier-") as folder, \
+            warnings.catch_warnings():
+        # "an input example was not provided": the signature is given, and an example would
+        # make MLflow load the model again to check it, at every run's end
+        warnings.filterwarnings("ignore", message=".*input example was not provided")
+        path = Path(folder) / "classifier.keras"
+        model.save(path)
+        outputs = predict_padded(model, sample).astype(np.float32)
+        return mlflow.pyfunc.log_model(
+            name=name, python_model=str(SERVED_MODEL_CODE), artifacts={KERAS_MODEL: str(path)},
+            signature=infer_signature(sample.astype(np.float64), outputs),
+            pip_requirements=model_requirements())
+
+
+def load_logged_classifier(model_uri: str) -> keras.Model:
+    """The Keras classifier inside a model logged by `log_classifier`."""
+    return mlflow.pyfunc.load_model(model_uri).unwrap_python_model().model
