@@ -68,3 +68,6 @@ class ModelSpec:
     recipe: Recipe  # training defaults (`auto`)
     min_image_size: int  # smallest image side the factory accepts
     search: SearchSpace = SearchSpace()  # what tuning varies
+    # device kind (gpu, cpu_bf16, cpu) -> Keras dtype policy measured faster than float32 at
+    # the same accuracy there; `--precision auto` picks it (tracking.precision)
+    faster_precision: Mapping[str, str] = field(default_factory=options)

@@ -184,3 +184,35 @@ def test_mlflow_run_takes_odd_parameter_values(mlflow_uri: str, tmp_path: Path) 
     assert missing.returncode != 0
     assert "no such folder for parameter data_dir, but no such file or directory" in \
         missing.stderr
+
+
+def test_precision_is_chosen_per_model_and_device_logged_and_used(
+    mlflow_uri: str, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    from dataclasses import replace
+
+    import keras
+
+    from models import MODELS, options
+    from tracking.precision import device_kind, resolve_precision
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--precision", "fp8"])
+    assert exit_info.value.code == 2
+    assert "precision must be one of auto, float32, mixed_bfloat16" in capsys.readouterr().err
+
+    assert resolve_precision("concat_cnn", "auto") == "float32"  # nothing measured faster
+    spec = MODELS["concat_cnn"]
+    monkeypatch.setitem(MODELS, "concat_cnn", replace(
+        spec, faster_precision=options(**{device_kind(): "mixed_bfloat16"})))
+    assert resolve_precision("concat_cnn", "auto") == "mixed_bfloat16"
+    assert resolve_precision("concat_cnn", "float32") == "float32"
+
+    results = train(Config(**{**TINY, "epochs": 1}))
+    params = mlflow.MlflowClient().get_run(results["run_id"]).data.params
+    assert (params["precision"], params["effective_precision"]) == ("auto", "mixed_bfloat16")
+    assert 0.0 <= results["test_accuracy"] <= 1.0
+    assert keras.config.dtype_policy().name == "float32"  # the global policy is restored
+    model = mlflow.pyfunc.load_model(f"runs:/{results['run_id']}/model").unwrap_python_model()
+    layer = model.model.get_layer("concat_cnn").get_layer("block1_pair3_conv1")
+    assert layer.compute_dtype == "bfloat16" and layer.variable_dtype == "float32"

@@ -21,27 +21,31 @@ from keras import layers
 from models import Recipe, build_model
 from tracking.config import Config, ConfigError
 from tracking.data import FLIP_SAFE, Dataset
+from tracking.precision import precision_policy
 
 
 def build_classifier(config: Config, data: Dataset) -> keras.Model:
     """The registered model `config.model` with its recipe's options, for `data`'s image shape
     and classes, behind a uint8 input named `image`: Rescaling, then (when augmenting)
     RandomTranslation by up to the recipe's shift and, for data sets in FLIP_SAFE,
-    RandomFlip("horizontal"), both seeded with `config.seed`. Uncompiled."""
+    RandomFlip("horizontal"), both seeded with `config.seed`; every layer under the run's
+    precision policy (tracking.precision). Uncompiled."""
     config = config.resolved()
-    core = build_model(config.model, data.image_shape, data.num_classes,
-                       **config.recipe.model_options)
-    inputs = keras.Input(data.image_shape, dtype="uint8", name="image")
-    x = layers.Rescaling(1.0 / 255, name="rescale")(inputs)
-    steps = []
-    if config.shift:
-        steps.append(layers.RandomTranslation(config.shift, config.shift, fill_mode="constant",
-                                              seed=config.seed, name="random_shift"))
-    if config.augment and config.dataset in FLIP_SAFE:
-        steps.append(layers.RandomFlip("horizontal", seed=config.seed, name="random_flip"))
-    if steps:
-        x = keras.Sequential(steps, name="augment")(x)
-    return allow_jit(keras.Model(inputs, core(x), name=config.model))
+    with precision_policy(config.precision):
+        core = build_model(config.model, data.image_shape, data.num_classes,
+                           **config.recipe.model_options)
+        inputs = keras.Input(data.image_shape, dtype="uint8", name="image")
+        x = layers.Rescaling(1.0 / 255, name="rescale")(inputs)
+        steps = []
+        if config.shift:
+            steps.append(layers.RandomTranslation(config.shift, config.shift,
+                                                  fill_mode="constant", seed=config.seed,
+                                                  name="random_shift"))
+        if config.augment and config.dataset in FLIP_SAFE:
+            steps.append(layers.RandomFlip("horizontal", seed=config.seed, name="random_flip"))
+        if steps:
+            x = keras.Sequential(steps, name="augment")(x)
+        return allow_jit(keras.Model(inputs, core(x), name=config.model))
 
 
 def make_optimizer(recipe: Recipe, learning_rate: float, total_steps: int) -> keras.Optimizer:

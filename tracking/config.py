@@ -20,6 +20,7 @@ from models import MODELS, Recipe
 from tracking.cli import unquote
 from tracking.data import LOADERS
 from tracking.errors import UsageError
+from tracking.precision import PRECISIONS, resolve_precision
 
 DISTRIBUTIONS = ("none", "data_parallel")
 
@@ -50,6 +51,7 @@ class Config:
     checkpoint_every: int = 1  # epochs between resumable checkpoints (0 = none)
     distribute: str = "none"  # "data_parallel": each batch split over all devices (JAX)
     deterministic: bool = False  # deterministic kernels where the backend has them
+    precision: str = "auto"  # float32, mixed_bfloat16, mixed_float16; auto = measured per model
     # training defaults used for `None` above; None = the registry's (not a param: its fields
     # are logged as optimizer, weight_decay, warmup_fraction, augment_shift and arch_*)
     recipe: Recipe | None = field(default=None, metadata={"param": False})
@@ -92,6 +94,9 @@ class Config:
             )
         if not _is_int(self.limit) or self.limit < 0:
             raise ConfigError(f"limit must be a non-negative integer, got {self.limit!r}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, "
+                              f"got {self.precision!r}")
         if self.distribute not in DISTRIBUTIONS:
             raise ConfigError(f"distribute must be one of {', '.join(DISTRIBUTIONS)}, "
                               f"got {self.distribute!r}")
@@ -124,6 +129,7 @@ class Config:
             batch_size=self.batch_size or recipe.batch_size,
             learning_rate=self.learning_rate or recipe.learning_rate,
             augment=recipe.augment if self.augment is None else self.augment,
+            precision=resolve_precision(self.model, self.precision),
         )
 
     @property

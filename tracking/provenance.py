@@ -83,7 +83,7 @@ def run_params(requested: Config, config: Config, model: keras.Model, data: Data
     return {
         **requested.to_params(),
         **{f"effective_{k}": param_text(getattr(config, k))
-           for k in ("epochs", "batch_size", "learning_rate", "augment")},
+           for k in ("epochs", "batch_size", "learning_rate", "augment", "precision")},
         "optimizer": recipe.optimizer,
         "weight_decay": recipe.weight_decay,
         "warmup_fraction": recipe.warmup_fraction,

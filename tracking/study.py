@@ -66,6 +66,7 @@ class StudyConfig:
     tune_trials: int = 20  # its total trials
     tune_max_epochs: int = 10  # upper bound of its tuned epochs
     tune_model: str = "resnet50"  # the model tuned (another one only for quick tests)
+    precision: str = "auto"  # Keras dtype policy of every run (tracking.precision)
     experiment: str = Config().experiment  # MLflow experiment
     output: str = DEFAULT_OUTPUT  # folder for comparison.md and the figures
 
@@ -83,6 +84,7 @@ class StudyConfig:
         """The training Config of every model for one seed (raises ConfigError on bad input)."""
         return [Config(model=m, dataset=self.dataset, data_dir=self.data_dir, epochs=self.epochs,
                        seed=seed, limit=self.limit, experiment=self.experiment,
+                       precision=self.precision,
                        run_name=f"{m}-{self.dataset}-seed{seed}") for m in self.models]
 
     def to_params(self) -> dict[str, str]:
@@ -90,7 +92,8 @@ class StudyConfig:
                 "models": ",".join(self.models), "seeds": str(self.seeds),
                 "epochs": param_text(self.epochs), "limit": str(self.limit),
                 "tune": param_text(self.tune), "tune_trials": str(self.tune_trials),
-                "tune_max_epochs": str(self.tune_max_epochs), "tune_model": self.tune_model}
+                "tune_max_epochs": str(self.tune_max_epochs), "tune_model": self.tune_model,
+                "precision": self.precision}
 
 
 def load(config: StudyConfig, seed: int) -> Dataset:
@@ -149,7 +152,8 @@ def run_tuning(config: StudyConfig, parent_run_id: str) -> dict[str, Any] | None
                       n_trials=config.tune_trials, max_epochs=config.tune_max_epochs,
                       study_name=f"{config.tune_model}-{config.dataset}-study-"
                                  f"{parent_run_id[:8]}",
-                      experiment=config.experiment, limit=config.limit)
+                      experiment=config.experiment, limit=config.limit,
+                      precision=config.precision)
     print(f"study: tuning {tune.model} ({tune.n_trials} trials)", file=sys.stderr, flush=True)
     try:
         summary = run_tuning_study(tune)
@@ -188,6 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep at most this many training images (0 = all)")
     p.add_argument("--experiment", default=d.experiment,
                    help="MLflow experiment (with mlflow run: --experiment-name)")
+    p.add_argument("--precision", default=d.precision,
+                   help="float32, mixed_bfloat16, mixed_float16 or auto, for every run")
     p.add_argument("--output", default=d.output, help="folder for comparison.md and figures")
     return p
 
@@ -203,6 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                              limit=args.limit, tune=args.tune, tune_trials=args.tune_trials,
                              tune_max_epochs=args.tune_max_epochs,
                              tune_model=unquote(args.tune_model),
+                             precision=unquote(args.precision),
                              experiment=unquote(args.experiment), output=args.output)
         for seed in range(config.seeds):
             config.run_configs(seed)  # validates every run before any starts

@@ -56,6 +56,7 @@ from tracking.data import LOADERS, Dataset, load_for
 from tracking.determinism import enable_determinism
 from tracking.finish import finish_run
 from tracking.offline import TrackingOffline, keep_offline_if_unreachable
+from tracking.precision import PRECISIONS
 from tracking.provenance import log_provenance, run_tags
 from tracking.run import launched_experiment, tracked_run
 from tracking.ui import run_url
@@ -176,6 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--deterministic", type=boolean("deterministic"), nargs="?", const=True,
                    default=d.deterministic,
                    help="deterministic kernels where the backend has them (see the README)")
+    p.add_argument("--precision", default=d.precision,
+                   help=f"one of {', '.join(PRECISIONS)} (auto: what was measured faster for the "
+                        "model on this kind of device, else float32)")
     p.add_argument("--distribute", default=d.distribute,
                    help="none or data_parallel (JAX: each batch split over all devices)")
     p.add_argument("--resume", default="", metavar="RUN_ID",

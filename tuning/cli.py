@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from models import MODELS
 from tracking.cli import bad_input_exits, interrupt_status, number, sigterm_as_interrupt
 from tracking.data import LOADERS, load_for
+from tracking.precision import PRECISIONS
 from tuning.report import format_summary
 from tuning.storage import StorageUnavailable, check_storage
 from tuning.study import TuneConfig, check_resume, create_study_only, run_study
@@ -45,6 +46,8 @@ def build_parser(prog: str, description: str, model: str | None) -> argparse.Arg
     p.add_argument("--experiment", default=d.experiment, help="default <model>-tuning")
     p.add_argument("--limit", type=number(int, "limit"), default=d.limit,
                    help="keep at most this many training images (0 = all), for smoke runs")
+    p.add_argument("--precision", default=d.precision,
+                   help=f"one of {', '.join(PRECISIONS)}, for every trial")
     p.add_argument("--create-only", action="store_true",
                    help="create the study and the MLflow tables, then exit (before workers)")
     # internals of the lost-worker retry, for tests (README: "Many workers, one study")

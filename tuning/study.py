@@ -91,6 +91,7 @@ class TuneConfig:
     seed: int = 0  # splits and initial weights; the sampler's is seed + trials so far
     experiment: str = ""  # MLflow experiment; "" = <model>-tuning
     limit: int = 0  # keep at most this many training images (0 = all); for smoke runs
+    precision: str = "auto"  # Keras dtype policy of every trial (tracking.precision)
     heartbeat_interval: int = 60  # seconds between a running trial's heartbeats
     grace_period: int = 240  # a trial silent for this long belongs to a dead worker
 
@@ -112,7 +113,7 @@ class TuneConfig:
         """The training Config every trial starts from (raises ConfigError on bad input)."""
         return Config(model=self.model, dataset=self.dataset, data_dir=self.data_dir,
                       seed=self.seed, experiment=self.resolved().experiment,
-                      limit=self.limit, evaluate_test=False,
+                      limit=self.limit, evaluate_test=False, precision=self.precision,
                       checkpoint_every=0)  # a lost trial is retried whole, never resumed
 
 
