@@ -1,15 +1,24 @@
-"""Benchmark: does tracking cost training speed? Plain `model.fit` against our `train()`.
+"""Benchmark: what does our tracking cost against what a user would otherwise run?
 
     python -m tracking.bench [--models concat_cnn,vgg19] [--dataset digits] [--batch-size N]
-                             [--epochs N] [--limit N] [--repeats N] [--output bench.json]
+                             [--epochs 10] [--limit N] [--repeats 2] [--output bench.json]
 
-For each model, in one process, on the same data, model, optimizer and batch size:
-- plain: `model.fit` with no callbacks and no validation;
-- tracked: `train()` with everything on (per-epoch metrics, checkpoints, evaluation, model).
-Throughput is steady state: the first epoch (compilation) is left out and the median of the
-others taken; the two are interleaved `--repeats` times and each side's best kept, so a noisy
-neighbour hurts both alike. The tracked run's wall time is split into data loading,
-compilation, training, evaluation and logging. Prints a table; writes JSON.
+For each model, in one process, on the same data (in memory), model, optimizer, batch size
+and epochs, three sides, interleaved `--repeats` times (their order rotating each repeat, so a
+noisy neighbour hurts every side alike):
+
+- bare: `model.fit(x, y, validation_data=...)`, then `model.evaluate` on the test split;
+- autolog: the same under `mlflow.keras.autolog()` (MLflow's own Keras integration: params,
+  per-epoch metrics, the model), logging to the same kind of store as ours;
+- ours: `tracking.train.train` with everything on (per-epoch metrics and checkpoints, the test
+  evaluation, reports and figures, the logged model).
+
+Per side: end-to-end wall seconds (data in memory to the model logged; bare logs nothing) and
+steady-state seconds per epoch, validation included, on one clock: `EpochTimer`'s epoch
+starts, so an epoch lasts from its start to the next one's, every callback included. Steady
+state is the median of the epochs after the first (which compiles). Ratios are speed ratios,
+other side's seconds over ours (1.0 = as fast; below 1 = ours slower), from the median over
+repeats. Prints a table; writes JSON.
 """
 
 from __future__ import annotations
@@ -20,7 +29,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import keras
@@ -33,76 +42,92 @@ from tracking.config import Config
 from tracking.data import Dataset, load_for
 from tracking.train import train
 
+SIDES = ("bare", "autolog", "ours")
 
-def plain_images_per_second(config: Config, data: Dataset) -> float:
-    """Steady-state images/s of a bare model.fit on the same model and optimizer."""
+
+def _compiled(config: Config, data: Dataset) -> keras.Model:
     keras.backend.clear_session()
     keras.utils.set_random_seed(config.seed)
-    steps = -(-len(data.y_train) // config.batch_size)
-    model = compile_classifier(build_classifier(config, data), config, steps)
-    timer = EpochTimer(len(data.y_train))
-    model.fit(data.x_train, data.y_train, epochs=config.epochs, batch_size=config.batch_size,
-              shuffle=True, verbose=0, callbacks=[timer])
-    return len(data.y_train) / statistics.median(timer.epoch_seconds[1:])
+    steps = -(-len(data.y_train) // config.batch_size)  # fit's ragged last batch included
+    return compile_classifier(build_classifier(config, data), config, steps)
 
 
-def tracked_measurement(config: Config, data: Dataset) -> dict[str, Any]:
-    """One fully tracked run; its steady-state images/s and wall-time split."""
+def _fit_and_evaluate(model: keras.Model, config: Config, data: Dataset,
+                      timer: EpochTimer) -> None:
+    model.fit(data.x_train, data.y_train, validation_data=(data.x_val, data.y_val),
+              epochs=config.epochs, batch_size=config.batch_size, shuffle=True, verbose=0,
+              callbacks=[timer])
+    model.evaluate(data.x_test, data.y_test, batch_size=config.batch_size, verbose=0)
+
+
+def bare(config: Config, data: Dataset, timer: EpochTimer) -> None:
+    """Plain Keras: fit with validation, then evaluate."""
+    _fit_and_evaluate(_compiled(config, data), config, data, timer)
+
+
+def autolog(config: Config, data: Dataset, timer: EpochTimer) -> None:
+    """The same fit and evaluation under `mlflow.keras.autolog()` in a run of its own."""
+    mlflow.keras.autolog(log_models=True, silent=True)
+    try:
+        experiment = mlflow.set_experiment(config.experiment)
+        with mlflow.start_run(experiment_id=experiment.experiment_id,
+                              run_name=f"{config.model}-autolog"):
+            _fit_and_evaluate(_compiled(config, data), config, data, timer)
+    finally:
+        mlflow.keras.autolog(disable=True)
+
+
+def ours(config: Config, data: Dataset, timer: EpochTimer) -> None:
+    """`tracking.train.train`, everything on; the timer runs after the suite's callbacks."""
     keras.backend.clear_session()
-    t = time.perf_counter()
-    results = train(config, data)
-    wall = time.perf_counter() - t
-    h = results["history"]
-    epoch_s = h["epoch_seconds"]
-    train_phase = [len(data.y_train) / ips for ips in h["train_images_per_second"]]
-    steady = statistics.median(train_phase[1:])
-    compile_s = max(train_phase[0] - steady, 0.0)
-    timings = results["timings"]
-    validation_s = sum(e - tp for e, tp in zip(epoch_s, train_phase, strict=True))
-    fit_s = timings["fit_seconds"]
-    split = {
-        "data": timings["data_seconds"],
-        "compilation": compile_s,
-        "training": sum(train_phase) - compile_s,
-        "validation_and_checkpoints": validation_s,
-        "evaluation": timings["evaluate_seconds"],
-        "logging": timings["log_setup_seconds"] + timings["log_model_seconds"]
-        + max(fit_s - sum(epoch_s), 0.0),
-    }
-    split["other"] = max(wall - sum(split.values()), 0.0)
-    return {"images_per_second": len(data.y_train) / steady, "wall_seconds": wall,
-            "split": split, "run_id": results["run_id"],
-            "test_accuracy": results.get("test_accuracy")}
+    train(config, data, callbacks=[timer])
+
+
+def measure(side: Callable[[Config, Dataset, EpochTimer], None], config: Config,
+            data: Dataset) -> dict[str, float]:
+    """One run of `side`: wall seconds and steady-state seconds per epoch."""
+    timer = EpochTimer(len(data.y_train))
+    started = time.perf_counter()
+    side(config, data, timer)
+    wall = time.perf_counter() - started
+    epochs = timer.epoch_durations()
+    return {"wall_seconds": wall, "epoch_seconds": statistics.median(epochs[1:]),
+            "first_epoch_seconds": epochs[0]}
 
 
 def bench_model(config: Config, data: Dataset, repeats: int) -> dict[str, Any]:
-    plain, tracked = [], []
-    for _ in range(repeats):  # interleaved: drift on a shared machine hits both sides
-        plain.append(plain_images_per_second(config, data))
-        tracked.append(tracked_measurement(config, data))
-    best = max(tracked, key=lambda r: r["images_per_second"])
-    return {"model": config.model, "batch_size": config.batch_size, "epochs": config.epochs,
-            "train_images": len(data.y_train),
-            "plain_images_per_second": max(plain),
-            "tracked_images_per_second": best["images_per_second"],
-            "ratio": best["images_per_second"] / max(plain),
-            "plain_all": plain, "tracked_all": [r["images_per_second"] for r in tracked],
-            "tracked_wall_seconds": best["wall_seconds"], "split": best["split"],
-            "test_accuracy": best["test_accuracy"]}
+    """Every side `repeats` times, interleaved; medians per side and the speed ratios."""
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name in SIDES}
+    sides = {"bare": bare, "autolog": autolog, "ours": ours}
+    for r in range(repeats):
+        order = SIDES[r % len(SIDES):] + SIDES[:r % len(SIDES)]
+        for name in order:
+            runs[name].append(measure(sides[name], config, data))
+    row: dict[str, Any] = {"model": config.model, "batch_size": config.batch_size,
+                           "epochs": config.epochs, "train_images": len(data.y_train),
+                           "repeats": repeats, "runs": runs}
+    for name in SIDES:
+        for key in ("wall_seconds", "epoch_seconds"):
+            row[f"{name}_{key}"] = statistics.median(m[key] for m in runs[name])
+    for other in ("bare", "autolog"):
+        for key in ("wall_seconds", "epoch_seconds"):
+            row[f"ours_vs_{other}_{key.split('_')[0]}"] = \
+                row[f"{other}_{key}"] / row[f"ours_{key}"]
+    return row
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
-    head = (f"{'model':<12} {'batch':>5} {'plain img/s':>12} {'tracked img/s':>14} "
-            f"{'ratio':>6}   wall split (s): data / compile / train / val+ckpt / eval / log")
+    head = (f"{'model':<12} {'batch':>5} {'epochs':>6}   "
+            f"{'wall s (bare / autolog / ours)':>32}   {'s/epoch (bare / autolog / ours)':>32}"
+            f"   speed ours vs bare, vs autolog: wall; epoch")
     lines = [head, "-" * len(head)]
     for r in rows:
-        s = r["split"]
+        walls = " / ".join(f"{r[f'{s}_wall_seconds']:.1f}" for s in SIDES)
+        epochs = " / ".join(f"{r[f'{s}_epoch_seconds']:.2f}" for s in SIDES)
         lines.append(
-            f"{r['model']:<12} {r['batch_size']:>5} {r['plain_images_per_second']:>12.1f} "
-            f"{r['tracked_images_per_second']:>14.1f} {r['ratio']:>6.3f}   "
-            f"{s['data']:.1f} / {s['compilation']:.1f} / {s['training']:.1f} / "
-            f"{s['validation_and_checkpoints']:.1f} / {s['evaluation']:.1f} / {s['logging']:.1f}"
-        )
+            f"{r['model']:<12} {r['batch_size']:>5} {r['epochs']:>6}   {walls:>32}   "
+            f"{epochs:>32}   {r['ours_vs_bare_wall']:.3f}, {r['ours_vs_autolog_wall']:.3f}; "
+            f"{r['ours_vs_bare_epoch']:.3f}, {r['ours_vs_autolog_epoch']:.3f}")
     return "\n".join(lines)
 
 
@@ -114,15 +139,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--dataset", default="digits")
     p.add_argument("--data-dir", default="")
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--epochs", type=int, default=4, help="epochs per measurement (>= 2)")
+    p.add_argument("--epochs", type=int, default=10, help="epochs per measurement (>= 3)")
     p.add_argument("--limit", type=int, default=0, help="training images (0 = all)")
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--output", default="bench.json")
     p.add_argument("--tracking-uri", default="",
-                   help="store for the tracked runs (default: a temporary SQLite file)")
+                   help="store for the logged runs (default: a temporary SQLite file)")
     args = p.parse_args(argv)
-    if args.epochs < 2 or args.repeats < 1:
-        p.error("--epochs must be >= 2 (the first is compilation) and --repeats >= 1")
+    if args.epochs < 3 or args.repeats < 1:
+        p.error("--epochs must be >= 3 (the first compiles, the median needs two more) and "
+                "--repeats >= 1")
     with bad_input_exits(p, check_tracking=False):
         configs = [Config(model=m.strip(), dataset=args.dataset, data_dir=args.data_dir,
                           batch_size=args.batch_size, epochs=args.epochs, limit=args.limit,

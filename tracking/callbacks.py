@@ -100,10 +100,20 @@ class EpochTimer(keras.callbacks.Callback):
         self.images_per_epoch = images_per_epoch
         self.epoch_seconds: list[float] = []
         self.train_seconds: list[float] = []
+        self.starts: list[float] = []  # perf_counter at each epoch's start, then at the end
         self._start = 0.0
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self._start = time.perf_counter()
+        self.starts.append(self._start)
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        self.starts.append(time.perf_counter())
+
+    def epoch_durations(self) -> list[float]:
+        """Seconds from each epoch's start to the next one's (the last: to the end of
+        training): every callback of the epoch included, wherever it sits in the list."""
+        return [b - a for a, b in zip(self.starts, self.starts[1:], strict=False)]
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         total = time.perf_counter() - self._start
