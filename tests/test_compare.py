@@ -20,6 +20,7 @@ from tracking import compare
 from tracking.compare import CompareError
 from tracking.evaluate import evaluation_from_probabilities, log_evaluation
 from tracking.groups import ModelGroup, RunSummary
+from tracking.provenance import split_digest
 from tracking.report import FIGURES
 from tracking.store import TrackingServerError, check_tracking_uri
 from tracking.verdicts import gap_verdict
@@ -27,6 +28,10 @@ from tracking.verdicts import gap_verdict
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = [str(i) for i in range(10)]
 PER_CLASS = 20  # test images per class
+# the fake test split's images: image i is filled with the value i % 256, so a gallery's
+# pictures can be traced back to their test index
+TEST_IMAGES = np.repeat(np.arange(10 * PER_CLASS, dtype=np.uint8), 8 * 8 * 3).reshape(
+    10 * PER_CLASS, 8, 8, 3)
 
 
 def log_fake_training_run(experiment: str, model: str, seed: int, accuracy: float, *,
@@ -44,8 +49,8 @@ def log_fake_training_run(experiment: str, model: str, seed: int, accuracy: floa
     pred[hard_idx] = confused_with
     rest = [i for i in range(len(y)) if y[i] != hard][: wrong - len(hard_idx)]
     pred[rest] = (y[rest] + 1) % 10
-    probs = np.full((len(y), 10), 0.01)
-    probs[np.arange(len(y)), pred] = 0.91
+    probs = np.full((len(y), 10), 0.08 / 9)
+    probs[np.arange(len(y)), pred] = 0.92
     ev = evaluation_from_probabilities(probs, y, CLASSES)
     with mlflow.start_run(experiment_id=ensure_experiment(experiment),
                           run_name=f"{model}-{dataset}-seed{seed}",
@@ -57,7 +62,8 @@ def log_fake_training_run(experiment: str, model: str, seed: int, accuracy: floa
                                 "train_images_per_second": 100.0 * epoch}, step=epoch)
         mlflow.log_metrics({"best_epoch": 3, "epochs_run": 3, "train_seconds": 12.0})
         if artifacts:
-            log_evaluation(ev, CLASSES, title=model)
+            log_evaluation(ev, CLASSES, title=model, images=TEST_IMAGES,
+                           test_digest=split_digest(TEST_IMAGES, y))
         else:
             mlflow.log_metric("test_accuracy", accuracy)
         mlflow.set_tag("mlflow.runName", f"{model}-{dataset}-seed{seed}")

@@ -48,6 +48,7 @@ class Config:
     evaluate_test: bool = True  # False in tuning trials: the test split is for the final report
     checkpoint_every: int = 1  # epochs between resumable checkpoints (0 = none)
     distribute: str = "none"  # "data_parallel": each batch split over all devices (JAX)
+    system_metrics: bool = True  # CPU, memory (and GPU) use as MLflow system metrics
     # training defaults used for `None` above; None = the registry's (not a param: its fields
     # are logged as optimizer, weight_decay, warmup_fraction, augment_shift and arch_*)
     recipe: Recipe | None = field(default=None, metadata={"param": False})
