@@ -147,7 +147,9 @@ def evaluation_from_probabilities(
         curves=curves,
         top_k={k: float(top_k_accuracy_score(y, probs, k=k, labels=labels))
                for k in TOP_K if k < len(labels)},
-        brier=float(brier_score_loss(y, probs, labels=labels, scale_by_half=False)),
+        # float32 softmax rows sum to 1 within 1e-7, looser than brier_score_loss's check
+        brier=float(brier_score_loss(y, probs / probs.sum(axis=1, keepdims=True),
+                                     labels=labels, scale_by_half=False)),
         reliability=reliability(preds == y, probs.max(axis=1)),
     )
 

@@ -32,6 +32,7 @@ import matplotlib.pyplot as plt
 import mlflow
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
 from mlflow.exceptions import MlflowException
 
 from tracking.errors import UsageError
@@ -56,12 +57,11 @@ def probability_column(label: int) -> str:
 
 def predictions_frame(probs: np.ndarray, labels: np.ndarray, test_digest: str) -> pd.DataFrame:
     """The predictions table of probabilities (N, classes) and true labels (N,)."""
-    frame = pd.DataFrame({"index": np.arange(len(labels)), "true_label": labels.astype(np.int64),
-                          "predicted_label": probs.argmax(axis=1).astype(np.int64)})
-    for k in range(probs.shape[1]):
-        frame[probability_column(k)] = probs[:, k].astype(np.float32)
-    frame["test_digest"] = test_digest
-    return frame
+    return pd.DataFrame({
+        "index": np.arange(len(labels)), "true_label": labels.astype(np.int64),
+        "predicted_label": probs.argmax(axis=1).astype(np.int64),
+        **{probability_column(k): probs[:, k].astype(np.float32) for k in range(probs.shape[1])},
+        "test_digest": [test_digest] * len(labels)})
 
 
 def worst_mistakes(probs: np.ndarray, labels: np.ndarray, n: int | None = None) -> np.ndarray:
@@ -71,6 +71,21 @@ def worst_mistakes(probs: np.ndarray, labels: np.ndarray, n: int | None = None) 
     wrong = np.flatnonzero(predicted != labels)
     confidence = probs[wrong, predicted[wrong]]
     return wrong[np.argsort(-confidence, kind="stable")][:n]
+
+
+def mistakes_gallery_figure(probs: np.ndarray, labels: np.ndarray, class_names: Sequence[str],
+                            images: np.ndarray, title: str = "") -> Figure:
+    """The GALLERY_SIZE most confident mistakes among `images` (N, S, S, 3) uint8, each with
+    its true class, predicted class and that class's probability, most confident first."""
+    worst = worst_mistakes(probs, labels)
+    shown = worst[:GALLERY_SIZE]
+    names = [str(c) for c in class_names]
+    predicted = probs.argmax(axis=1)
+    captions = [f"true {names[labels[i]]}\npredicted {names[predicted[i]]}\n"
+                f"p = {probs[i, predicted[i]]:.3f}" for i in shown]
+    return image_gallery_figure(
+        images[shown], captions, title=f"{title} most confident mistakes: {len(shown)} of "
+                                       f"{len(worst)} wrong (test, n={len(labels)})")
 
 
 def log_outcomes(probs: np.ndarray, labels: np.ndarray, class_names: Sequence[str], *,
@@ -91,14 +106,7 @@ def log_outcomes(probs: np.ndarray, labels: np.ndarray, class_names: Sequence[st
     if images is None:
         return
     worst = worst_mistakes(probs, labels)
-    names = [str(c) for c in class_names]
-    predicted = probs.argmax(axis=1)
-    captions = [f"true {names[labels[i]]}\npredicted {names[predicted[i]]}\n"
-                f"p = {probs[i, predicted[i]]:.3f}" for i in worst[:GALLERY_SIZE]]
-    fig = image_gallery_figure(
-        images[worst[:GALLERY_SIZE]], captions,
-        title=f"{title} most confident mistakes: {len(worst[:GALLERY_SIZE])} of {len(worst)} "
-              f"wrong (test, n={len(labels)})")
+    fig = mistakes_gallery_figure(probs, labels, class_names, images, title=title)
     mlflow.log_figure(fig, GALLERY_FILE)
     plt.close(fig)
     per_image = max(int(images[0].nbytes), 1) if len(images) else 1

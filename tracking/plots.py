@@ -20,6 +20,8 @@ SHARE_FLOOR = 1e-3  # the confusion colour scale's lowest share of a true class 
 SHARE_COLOURS = ListedColormap(plt.get_cmap("Blues")(np.linspace(0.12, 1.0, 256)),
                                bad="white")  # empty cells white
 MAX_LEGEND_CLASSES = 12  # beyond this, per-class curves are drawn without a legend
+MAX_LABELLED_CLASSES = 40  # beyond this, a confusion matrix has no class names or counts
+MAX_FIGURE_INCHES = 24.0  # the side of the largest confusion matrix figure
 
 
 def confusion_matrix_figure(
@@ -32,20 +34,21 @@ def confusion_matrix_figure(
     are white."""
     own = ax is None
     if own:
-        size = max(5.0, 0.55 * len(class_names) + 2)
+        size = min(max(5.0, 0.55 * len(class_names) + 2), MAX_FIGURE_INCHES)
         fig, ax = plt.subplots(figsize=(size, size * 0.85))
     else:
         fig = ax.figure
     share = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
     norm = LogNorm(vmin=SHARE_FLOOR, vmax=1.0, clip=True)
     im = ax.imshow(np.ma.masked_less_equal(share, 0), cmap=SHARE_COLOURS, norm=norm)
-    ticks = np.arange(len(class_names))
-    ax.set_xticks(ticks, labels=class_names, rotation=45, ha="right")
-    ax.set_yticks(ticks, labels=class_names)
+    if len(class_names) <= MAX_LABELLED_CLASSES:
+        ticks = np.arange(len(class_names))
+        ax.set_xticks(ticks, labels=class_names, rotation=45, ha="right")
+        ax.set_yticks(ticks, labels=class_names)
     ax.set_xlabel("Predicted class")
     ax.set_ylabel("True class")
     ax.set_title(title)
-    if len(class_names) <= 40:  # beyond that the numbers cannot be read anyway
+    if len(class_names) <= MAX_LABELLED_CLASSES:  # beyond, neither names nor counts can be read
         for i, j in zip(*np.nonzero(cm), strict=True):
             ax.text(j, i, str(int(cm[i, j])), ha="center", va="center", fontsize=8,
                     color="white" if norm(share[i, j]) > 0.6 else "black")
@@ -232,7 +235,8 @@ def confusion_matrices_figure(
     count = len(matrices)
     cols = min(count, 2)
     rows = int(np.ceil(count / cols))
-    size = max(4.5, 0.45 * max(len(c) for c in class_names.values()) + 2)
+    size = min(max(4.5, 0.45 * max(len(c) for c in class_names.values()) + 2),
+               MAX_FIGURE_INCHES / 2)
     fig, axes = plt.subplots(rows, cols, figsize=(size * cols + 1, size * 0.9 * rows),
                              squeeze=False, layout="constrained")
     for ax, (label, cm) in zip(axes.flat, matrices.items(), strict=False):

@@ -335,7 +335,12 @@ def log_provenance(requested: Config, config: Config, model: keras.Model, data: 
     log_data_inputs(data, config.image_size)
     log_class_names(data.class_names)
     mlflow.log_text(installed_packages(), "packages.txt")
-    source = source or source_state()
+    log_git_diff(source or source_state())
+    mlflow.log_text(model_summary(model), "model_summary.txt")
+
+
+def log_git_diff(source: SourceState | None) -> None:
+    """Log `git_diff.patch` (the uncommitted changes) to the active run when `source` is a
+    dirty checkout."""
     if source and source.dirty:
         mlflow.log_text(source.diff, "git_diff.patch")
-    mlflow.log_text(model_summary(model), "model_summary.txt")
