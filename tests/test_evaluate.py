@@ -4,6 +4,8 @@ records about its origin and its classes, in a real MLflow store."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -12,6 +14,8 @@ import mlflow
 import numpy as np
 import pytest
 from PIL import Image
+from processes import chromium, headless_chromium, mlflow_server
+from test_ui import visible_text
 
 from tracking import compare, predict
 from tracking.config import Config
@@ -223,3 +227,41 @@ def test_tricky_class_names_survive_training_prediction_and_comparison(
     read_names, confusion = compare.read_names_and_confusion(mlflow.get_run(run_id),
                                                              str(tmp_path / "scratch"))
     assert tuple(read_names) == names and confusion.shape == (5, 5)
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+@pytest.mark.skipif(chromium() is None, reason="headless Chromium not installed "
+                                                "(apt-get install chromium)")
+def test_run_artifacts_page_shows_the_evaluation(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """One run's Artifacts tab in the real MLflow UI lists the figures and tables and shows
+    the gallery of mistakes. MLFLOW_UI_SCREENSHOT=path keeps the screenshot (docs/)."""
+    with mlflow_server(tmp_path / "server") as url:
+        monkeypatch.chdir(tmp_path)
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+        mlflow.set_tracking_uri(url)
+        try:
+            # all of digits for a few epochs: a model good enough for its mistakes to mean
+            # something in the screenshot
+            results = train(Config(model="concat_cnn", dataset="digits", epochs=4,
+                                   experiment="artifacts", checkpoint_every=0))
+            experiment_id = mlflow.get_run(results["run_id"]).info.experiment_id
+        finally:
+            mlflow.set_tracking_uri(None)
+        page = (f"{url}/#/experiments/{experiment_id}/runs/{results['run_id']}/artifacts/"
+                "misclassified_examples.png")
+        shot = tmp_path / "run_artifacts.png"
+        text = ""
+        for budget in (20000, 40000):  # a loaded machine may need more virtual time
+            text = visible_text(headless_chromium(page, tmp_path / f"profile-{budget}",
+                                                  screenshot=shot, budget_ms=budget,
+                                                  size="1600,1000"))
+            if "reliability_diagram.png" in text:
+                break
+    for name in ("predictions.json", "reliability_diagram.png", "roc_pr_curves.png",
+                 "misclassified_examples.png", "confusion_matrix.png", "class_names.json"):
+        assert name in text, (name, text[:3000])
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000
+    if os.environ.get("MLFLOW_UI_SCREENSHOT"):
+        shutil.copyfile(shot, os.environ["MLFLOW_UI_SCREENSHOT"])
