@@ -168,6 +168,10 @@ def _tuning_lines(t: TuningSummary, ui_base: str) -> list[str]:
                      f"(a change of {pct(m[TUNED_METRIC] - m['baseline_test_accuracy'])} "
                      "points, from one run each)")
         lines.append(text + ".")
+    quality = [f"{heading} {m['tuned_' + key]:.4f}" for key, heading in QUALITY_METRICS.items()
+               if "tuned_" + key in m]
+    if quality:
+        lines.append(f"The tuned model on the test split: {', '.join(quality)}.")
     return lines + [""]
 
 
