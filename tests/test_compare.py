@@ -12,6 +12,7 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 from processes import free_port
@@ -20,13 +21,19 @@ from tracking import compare
 from tracking.compare import CompareError
 from tracking.evaluate import evaluation_from_probabilities, log_evaluation
 from tracking.groups import ModelGroup, RunSummary
-from tracking.report import FIGURES
+from tracking.outcomes import predictions_frame
+from tracking.provenance import split_digest
+from tracking.report import FIGURES, render_markdown
 from tracking.store import TrackingServerError, check_tracking_uri
-from tracking.verdicts import gap_verdict
+from tracking.verdicts import class_error_sentence, gap_verdict, shared_mistakes
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = [str(i) for i in range(10)]
 PER_CLASS = 20  # test images per class
+# the fake test split's images: image i is filled with the value i % 256, so a gallery's
+# pictures can be traced back to their test index
+TEST_IMAGES = np.repeat(np.arange(10 * PER_CLASS, dtype=np.uint8), 8 * 8 * 3).reshape(
+    10 * PER_CLASS, 8, 8, 3)
 
 
 def log_fake_training_run(experiment: str, model: str, seed: int, accuracy: float, *,
@@ -44,8 +51,8 @@ def log_fake_training_run(experiment: str, model: str, seed: int, accuracy: floa
     pred[hard_idx] = confused_with
     rest = [i for i in range(len(y)) if y[i] != hard][: wrong - len(hard_idx)]
     pred[rest] = (y[rest] + 1) % 10
-    probs = np.full((len(y), 10), 0.01)
-    probs[np.arange(len(y)), pred] = 0.91
+    probs = np.full((len(y), 10), 0.08 / 9)
+    probs[np.arange(len(y)), pred] = 0.92
     ev = evaluation_from_probabilities(probs, y, CLASSES)
     with mlflow.start_run(experiment_id=ensure_experiment(experiment),
                           run_name=f"{model}-{dataset}-seed{seed}",
@@ -57,7 +64,8 @@ def log_fake_training_run(experiment: str, model: str, seed: int, accuracy: floa
                                 "train_images_per_second": 100.0 * epoch}, step=epoch)
         mlflow.log_metrics({"best_epoch": 3, "epochs_run": 3, "train_seconds": 12.0})
         if artifacts:
-            log_evaluation(ev, CLASSES, title=model)
+            log_evaluation(ev, CLASSES, title=model, images=TEST_IMAGES,
+                           test_digest=split_digest(TEST_IMAGES, y))
         else:
             mlflow.log_metric("test_accuracy", accuracy)
         mlflow.set_tag("mlflow.runName", f"{model}-{dataset}-seed{seed}")
@@ -66,13 +74,47 @@ def log_fake_training_run(experiment: str, model: str, seed: int, accuracy: floa
     return run.info.run_id
 
 
-def summary(model: str, accuracies: list[float]) -> ModelGroup:
+def summary(model: str, accuracies: list[float], confusion: np.ndarray | None = None,
+            predictions: list[pd.DataFrame] | None = None) -> ModelGroup:
     runs = [RunSummary(run_id=f"{model}{i}", experiment_id="0", run_name="", model=model,
                        dataset="digits", seed=str(i), test_accuracy=a, f1_macro=None,
                        best_epoch=None, epochs_run=None, train_seconds=None,
                        images_per_second=None, num_params=None, class_names=CLASSES,
-                       confusion=None) for i, a in enumerate(accuracies)]
+                       confusion=confusion,
+                       predictions=predictions[i] if predictions else None)
+            for i, a in enumerate(accuracies)]
     return ModelGroup("digits", model, runs)
+
+
+def test_classes_are_ranked_by_the_share_missed_and_the_count_said() -> None:
+    cm = np.diag([30, 4, 10, 10, 10, 10, 10, 10, 10, 10])
+    cm[0, 0], cm[0, 5] = 27, 3  # class 0: 3 of 30 missed (10%)
+    cm[1, 1], cm[1, 2] = 2, 2  # class 1: 2 of 4 (50%)
+    cm[2, 2], cm[2, 3] = 9, 1  # classes 2 and 3: 1 of 10 each (10%): tied with class 0
+    cm[3, 3], cm[3, 4] = 9, 1
+    sentence = class_error_sentence(summary("m", [0.9], confusion=cm))
+    assert sentence.index("`1` (2 of 4 missed, 50%") < sentence.index("`0` (3 of 30 missed, 10%")
+    assert "`2` (1 of 10 missed, 10%" in sentence  # the tie after 0 goes to the lower label
+    assert "`3` (" not in sentence  # three classes named
+
+
+def test_images_every_model_gets_wrong_need_a_shared_split() -> None:
+    def frame(predicted: list[int], digest: str) -> pd.DataFrame:
+        probs = np.full((4, 10), 0.01)
+        probs[np.arange(4), predicted] = 0.91
+        return predictions_frame(probs, np.array([0, 1, 2, 3]), digest)
+
+    a = summary("a", [0.5, 0.5], predictions=[frame([0, 9, 9, 3], "s0"),
+                                              frame([0, 9, 2, 3], "s1")])
+    b = summary("b", [0.5, 0.5], predictions=[frame([0, 8, 2, 8], "s0"),
+                                              frame([5, 1, 2, 3], "s1")])
+    shared = {s.test_digest: s for s in shared_mistakes([a, b])}
+    assert shared["s0"].indices == [1] and shared["s0"].predicted == {"a": [9], "b": [8]}
+    assert shared["s1"].indices == [] and len(shared["s1"].runs) == 2
+    c = summary("c", [0.5], predictions=[frame([0, 1, 2, 3], "other")])
+    assert shared_mistakes([a, c]) == []  # c's split is nobody else's
+    md = render_markdown([a, c], [], [], experiment="e", selection="s", ui_base="http://x")
+    assert "No test split is shared by the runs of every model" in md
 
 
 def test_gap_verdicts_follow_the_spread_rule() -> None:
@@ -122,6 +164,14 @@ def test_report_with_seeds_judges_gaps_and_names_hard_classes(mlflow_uri: str,
     # vgg19's misses are in class 7, taken for 1 (the per-class view, from the logged CSVs)
     assert "**vgg19** gets `7` (" in md and "mostly taken for `1`" in md
     assert "Among the most-missed classes of every model: `7`." in md
+    # the same split for every run here: 6 images (class 7's first) every run gets wrong
+    assert f"Test images every model gets wrong: 6 of 200 on split " \
+           f"`{split_digest(TEST_IMAGES, np.repeat(np.arange(10), PER_CLASS))}` (9 runs), " \
+           "pictured in `common_mistakes_digits.png`." in md
+    assert (out / "common_mistakes_digits.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| Model | ROC AUC (macro) | Average precision (macro) | Top-2 accuracy | " \
+           "Top-5 accuracy | ECE | Brier score |" in md
+    assert "| resnet50 | " in md and "0.1100 ± 0.0100 |" in md  # ECE: |0.81 - 0.92|
     assert "Best epoch / epochs run" in md and "3 / 3, 3 / 3, 3 / 3" in md
     assert "| 250 |" in md  # images/s: mean of epochs 2 and 3
 

@@ -13,6 +13,8 @@ import yaml
 
 from tracking.config import Config, field_names
 from tracking.evaluate import read_confusion_csv
+from tracking.outcomes import read_predictions
+from tracking.provenance import read_class_names
 from tracking.train import main, train
 
 TINY = dict(model="concat_cnn", dataset="digits", epochs=2, batch_size=32, limit=300,
@@ -27,7 +29,9 @@ def runs_in_store() -> int:
 
 
 @pytest.mark.jax_smoke
-def test_train_logs_everything_and_model_reloads(mlflow_uri: str) -> None:
+def test_train_logs_everything_and_model_reloads(mlflow_uri: str,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "1")  # the run lasts longer
     results = train(Config(**TINY))
     client = mlflow.MlflowClient()
     run = client.get_run(results["run_id"])
@@ -58,10 +62,39 @@ def test_train_logs_everything_and_model_reloads(mlflow_uri: str) -> None:
     assert metrics["epochs_run"] == 2 and 1 <= metrics["best_epoch"] <= 2
     assert run.data.tags["mlflow.runName"] == "concat_cnn-digits"
 
+    # the evaluation practitioners look at, each in its range
+    for key in ("test_roc_auc_macro", "test_average_precision_macro", "test_top_2_accuracy",
+                "test_top_5_accuracy", "test_ece", "test_roc_auc_class_0",
+                "test_average_precision_class_9"):
+        assert 0.0 <= metrics[key] <= 1.0, key
+    assert 0.0 <= metrics["test_brier_score"] <= 2.0
+    assert metrics["test_accuracy"] <= metrics["test_top_2_accuracy"] \
+        <= metrics["test_top_5_accuracy"]
+    # the machine: MLflow's system metrics, sampled every second here
+    assert metrics["system/cpu_utilization_percentage"] >= 0.0
+    assert metrics["system/system_memory_usage_megabytes"] > 0.0
+    assert params["system_metrics"] == "true"
+    for name in ("python_version", "cpu_model", "cpu_count", "keras_devices"):
+        assert params[name], name
+    assert run.data.tags["git_dirty"] in ("true", "false")
+    assert len(run.data.tags["mlflow.source.git.commit"]) == 40
+    assert "git_commit" not in run.data.tags  # one commit tag: MLflow's own
+
     artifacts = {f.path for f in client.list_artifacts(run.info.run_id)}
     for name in ("confusion_matrix.png", "confusion_matrix.csv", "classification_report.txt",
-                 "classification_report.json", "training_curves.png", "model_summary.txt"):
+                 "classification_report.json", "training_curves.png", "model_summary.txt",
+                 "roc_pr_curves.png", "reliability_diagram.png", "misclassified_examples.png",
+                 "predictions.json", "misclassified_images.npz", "class_names.json",
+                 "packages.txt"):
         assert name in artifacts, name
+    assert ("git_diff.patch" in artifacts) == (run.data.tags["git_dirty"] == "true")
+    predictions = read_predictions(run.info.run_id)
+    assert len(predictions) == test_size and list(predictions["index"]) == list(range(test_size))
+    digest = {i.dataset.name: i.dataset.digest for i in run.inputs.dataset_inputs}
+    assert set(predictions["test_digest"]) == {digest["digits-32px-test"]}
+    assert (predictions["predicted_label"] == predictions["true_label"]).mean() \
+        == pytest.approx(metrics["test_accuracy"])
+    assert read_class_names(run.info.run_id) == tuple(str(i) for i in range(10))
     csv_path = mlflow.artifacts.download_artifacts(run_id=run.info.run_id,
                                                    artifact_path="confusion_matrix.csv")
     names, counts = read_confusion_csv(Path(csv_path).read_text())

@@ -14,9 +14,13 @@ skipped. A tuning study's parent run among the selected runs gets a section of i
 The report (--output, default outputs/comparison): `comparison.md` with a table per data set
 (test accuracy, macro F1, best epoch / epochs run, training time, images per second, size,
 the runs by id), the ranking with a verdict on each gap (does it exceed the run-to-run
-spread?), and which classes each model gets wrong most; `accuracy_by_model.png`,
-`curves_by_model.png` and `confusion_matrices.png`. Everything is logged to a run of its own
-tagged `run_kind=comparison`. With no finished runs to compare it exits with status 2.
+spread?), the calibration and ranking metrics side by side (ROC AUC, average precision,
+top-k accuracy, ECE, Brier score), which classes each model gets wrong most (by share) and
+which test images every model gets wrong (from the runs' predictions tables, on a test split
+they share); `accuracy_by_model.png`, `curves_by_model.png`, `confusion_matrices.png`,
+`reliability_by_model.png` and `common_mistakes_<dataset>.png`. Everything is logged to a
+run of its own tagged `run_kind=comparison`. With no finished runs to compare it exits with
+status 2.
 """
 
 from __future__ import annotations
@@ -39,7 +43,9 @@ from tracking.cli import bad_input_exits, unquote
 from tracking.config import Config
 from tracking.errors import UsageError
 from tracking.evaluate import read_confusion_csv
-from tracking.groups import ModelGroup, RunSummary, TuningSummary, group_runs
+from tracking.groups import QUALITY_METRICS, ModelGroup, RunSummary, TuningSummary, group_runs
+from tracking.outcomes import PredictionsError, read_mistake_images, read_predictions
+from tracking.provenance import read_class_names
 from tracking.report import TUNED_METRIC, render_markdown, write_figures
 from tracking.run import launched_experiment, tracked_run
 from tracking.ui import UI_URL_ENV, publish_runs_view, runs_table_url, ui_base_url
@@ -125,24 +131,20 @@ def images_per_second(history: Sequence[float]) -> float | None:
 
 
 def summarize(client: mlflow.MlflowClient, run: Run, scratch: str) -> RunSummary:
-    """Read one training run's metrics, curves and confusion matrix."""
+    """Read one training run's metrics, curves, class names, confusion matrix, predictions
+    table and mistake images (what an older run lacks is left empty, with a warning)."""
     params, metrics = run.data.params, run.data.metrics
     run_id = run.info.run_id
     histories = {}
     for key in ("val_accuracy", "val_loss", "train_images_per_second"):
         points = sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)
         histories[key] = [m.value for m in points]
-    names = params.get("class_names", "").split(",") if params.get("class_names") else []
-    confusion = None
+    names, confusion = read_names_and_confusion(run, os.path.join(scratch, run_id))
     try:
-        path = mlflow.artifacts.download_artifacts(run_id=run_id,
-                                                   artifact_path="confusion_matrix.csv",
-                                                   dst_path=os.path.join(scratch, run_id))
-        csv_names, confusion = read_confusion_csv(Path(path).read_text())
-        names = csv_names or names
-    except Exception as err:  # noqa: BLE001 - an old or partial run: report it without
-        print(f"warning: run {run_id} has no readable confusion_matrix.csv ({err})",
-              file=sys.stderr)
+        predictions = read_predictions(run_id)
+    except PredictionsError as err:
+        print(f"warning: {err}", file=sys.stderr)
+        predictions = None
     return RunSummary(
         run_id=run_id, experiment_id=run.info.experiment_id,
         run_name=run.data.tags.get("mlflow.runName", run_id),
@@ -153,7 +155,31 @@ def summarize(client: mlflow.MlflowClient, run: Run, scratch: str) -> RunSummary
         images_per_second=images_per_second(histories["train_images_per_second"]),
         num_params=_int(params.get("num_params")), class_names=names, confusion=confusion,
         curves={k: histories[k] for k in ("val_accuracy", "val_loss")},
+        quality={k: metrics[k] for k in QUALITY_METRICS if k in metrics},
+        predictions=predictions,
+        mistake_images=(read_mistake_images(run_id, os.path.join(scratch, run_id))
+                        if predictions is not None else {}),
     )
+
+
+def read_names_and_confusion(run: Run, scratch: str) -> tuple[list[str], np.ndarray | None]:
+    """The run's class names (`class_names.json`; else, for older runs, the confusion CSV's
+    headers or the comma-joined param) and its confusion matrix (None when unreadable)."""
+    run_id, params = run.info.run_id, run.data.params
+    logged = read_class_names(run_id)
+    names = list(logged) if logged else (
+        params["class_names"].split(",") if params.get("class_names") else [])
+    confusion = None
+    try:
+        path = mlflow.artifacts.download_artifacts(run_id=run_id,
+                                                   artifact_path="confusion_matrix.csv",
+                                                   dst_path=scratch)
+        csv_names, confusion = read_confusion_csv(Path(path).read_text(encoding="utf-8"))
+        names = names if logged else (csv_names or names)
+    except Exception as err:  # noqa: BLE001 - an old or partial run: report it without
+        print(f"warning: run {run_id} has no readable confusion_matrix.csv ({err})",
+              file=sys.stderr)
+    return names, confusion
 
 
 def tuning_summary(run: Run) -> TuningSummary:

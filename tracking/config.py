@@ -52,6 +52,7 @@ class Config:
     distribute: str = "none"  # "data_parallel": each batch split over all devices (JAX)
     deterministic: bool = False  # deterministic kernels where the backend has them
     precision: str = "auto"  # float32, mixed_bfloat16, mixed_float16; auto = measured per model
+    system_metrics: bool = True  # CPU, memory (and GPU) use as MLflow system metrics
     # training defaults used for `None` above; None = the registry's (not a param: its fields
     # are logged as optimizer, weight_decay, warmup_fraction, augment_shift and arch_*)
     recipe: Recipe | None = field(default=None, metadata={"param": False})

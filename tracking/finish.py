@@ -16,6 +16,7 @@ from tracking.config import Config
 from tracking.data import Dataset
 from tracking.evaluate import evaluate, log_evaluation
 from tracking.plots import training_curves_figure
+from tracking.provenance import split_digest
 from tracking.serving import MODEL_NAME, log_classifier
 
 
@@ -27,7 +28,8 @@ def finish_run(model: keras.Model, config: Config, data: Dataset,
     `epochs` is the per-epoch history (one dict of metrics per epoch), `best_epoch` the 1-based
     epoch whose weights `model` holds. Logs `best_epoch`, `epochs_run`, `train_seconds`,
     `best_val_accuracy`, `training_curves.png`, the test evaluation (when
-    `config.evaluate_test`) and the model (uint8 images in, probabilities out). Returns
+    `config.evaluate_test`: `tracking.evaluate.log_evaluation`) and the model (uint8 images in,
+    probabilities out; its metadata holds `class_names`, in label order). Returns
     run_id, config, best_epoch, epochs_run, val_accuracy and val_loss (at the best epoch),
     train_seconds, history ({metric: [per epoch]}), model_uri, logged_model_uri, timings
     (`timings` plus evaluate_seconds and log_model_seconds) and, with a test evaluation, the
@@ -55,12 +57,15 @@ def finish_run(model: keras.Model, config: Config, data: Dataset,
     t = time.perf_counter()
     if config.evaluate_test:
         ev = evaluate(model, data.x_test, data.y_test, data.class_names)
-        results.update(log_evaluation(ev, data.class_names, title=config.display_name))
+        results.update(log_evaluation(ev, data.class_names, title=config.display_name,
+                                      images=data.x_test,
+                                      test_digest=split_digest(data.x_test, data.y_test)))
         results["evaluation"] = ev
     timings["evaluate_seconds"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    info = log_classifier(model, data.x_test[:2])
+    info = log_classifier(model, data.x_test[:2],
+                          metadata={"class_names": list(data.class_names)})
     results["model_uri"] = f"runs:/{run_id}/{MODEL_NAME}"
     results["logged_model_uri"] = info.model_uri
     timings["log_model_seconds"] = time.perf_counter() - t

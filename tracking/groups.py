@@ -7,6 +7,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
+
+# the calibration and ranking metrics a comparison shows side by side, with their headings
+QUALITY_METRICS = {
+    "test_roc_auc_macro": "ROC AUC (macro)",
+    "test_average_precision_macro": "Average precision (macro)",
+    "test_top_2_accuracy": "Top-2 accuracy",
+    "test_top_5_accuracy": "Top-5 accuracy",
+    "test_ece": "ECE",
+    "test_brier_score": "Brier score",
+}
 
 
 @dataclass
@@ -29,6 +40,16 @@ class RunSummary:
     class_names: list[str]
     confusion: np.ndarray | None
     curves: dict[str, list[float]] = field(default_factory=dict)
+    quality: dict[str, float] = field(default_factory=dict)  # QUALITY_METRICS it logged
+    predictions: pd.DataFrame | None = None  # its predictions table (tracking.outcomes)
+    mistake_images: dict[int, np.ndarray] = field(default_factory=dict)  # test index -> image
+
+    @property
+    def test_digest(self) -> str | None:
+        """The digest of the test split its predictions table is about."""
+        if self.predictions is None or not len(self.predictions):
+            return None
+        return str(self.predictions["test_digest"].iloc[0])
 
 
 @dataclass
@@ -59,6 +80,10 @@ class ModelGroup:
     def mean_of(self, attribute: str) -> float | None:
         values = [getattr(r, attribute) for r in self.runs if getattr(r, attribute) is not None]
         return float(np.mean(values)) if values else None
+
+    def quality_values(self, metric: str) -> list[float]:
+        """The runs' values of one of QUALITY_METRICS (those that logged it)."""
+        return [r.quality[metric] for r in self.runs if metric in r.quality]
 
     def confusion(self) -> np.ndarray | None:
         """Counts summed over the runs (None if a run lacks its matrix or the classes differ)."""

@@ -1,51 +1,69 @@
-"""Figures logged with a run: each is one function returning a matplotlib Figure."""
+"""Figures logged with a run or a comparison: each is one function returning a matplotlib
+Figure; the caller logs or saves it, then closes it."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.colors import ListedColormap, LogNorm  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+SHARE_FLOOR = 1e-3  # the confusion colour scale's lowest share of a true class (log scale)
+# Blues without its near-white end, so that a cell holding a single error is still coloured
+SHARE_COLOURS = ListedColormap(plt.get_cmap("Blues")(np.linspace(0.12, 1.0, 256)),
+                               bad="white")  # empty cells white
+MAX_LEGEND_CLASSES = 12  # beyond this, per-class curves are drawn without a legend
+MAX_LABELLED_CLASSES = 40  # beyond this, a confusion matrix has no class names or counts
+MAX_FIGURE_INCHES = 24.0  # the side of the largest confusion matrix figure
 
 
 def confusion_matrix_figure(
     cm: np.ndarray, class_names: Sequence[str], title: str = "Confusion matrix",
-    vmax: float | None = None, ax: plt.Axes | None = None,
+    ax: plt.Axes | None = None,
 ) -> Figure:
-    """Heatmap of counts (rows = true class, columns = predicted), each cell annotated."""
+    """Counts (rows = true class, columns = predicted) written in the cells; each cell's colour
+    is its share of the true class on a log scale from SHARE_FLOOR to 1, so that one or two
+    errors in a row of hundreds stay visible and rows of different sizes compare. Empty cells
+    are white."""
     own = ax is None
     if own:
-        size = max(5.0, 0.55 * len(class_names) + 2)
+        size = min(max(5.0, 0.55 * len(class_names) + 2), MAX_FIGURE_INCHES)
         fig, ax = plt.subplots(figsize=(size, size * 0.85))
     else:
         fig = ax.figure
-    im = ax.imshow(cm, cmap="Blues", vmin=0, vmax=vmax or max(int(cm.max()), 1))
-    ticks = np.arange(len(class_names))
-    ax.set_xticks(ticks, labels=class_names, rotation=45, ha="right")
-    ax.set_yticks(ticks, labels=class_names)
+    share = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    norm = LogNorm(vmin=SHARE_FLOOR, vmax=1.0, clip=True)
+    im = ax.imshow(np.ma.masked_less_equal(share, 0), cmap=SHARE_COLOURS, norm=norm)
+    if len(class_names) <= MAX_LABELLED_CLASSES:
+        ticks = np.arange(len(class_names))
+        ax.set_xticks(ticks, labels=class_names, rotation=45, ha="right")
+        ax.set_yticks(ticks, labels=class_names)
     ax.set_xlabel("Predicted class")
     ax.set_ylabel("True class")
     ax.set_title(title)
-    threshold = (vmax or cm.max()) / 2
-    for i in range(cm.shape[0]):
-        for j in range(cm.shape[1]):
+    if len(class_names) <= MAX_LABELLED_CLASSES:  # beyond, neither names nor counts can be read
+        for i, j in zip(*np.nonzero(cm), strict=True):
             ax.text(j, i, str(int(cm[i, j])), ha="center", va="center", fontsize=8,
-                    color="white" if cm[i, j] > threshold else "black")
+                    color="white" if norm(share[i, j]) > 0.6 else "black")
     if own:
-        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04,
+                     label="share of the true class (log scale)")
         fig.tight_layout()
     return fig
 
 
 def training_curves_figure(history: dict[str, Sequence[float]], best_epoch: int,
                            title: str = "") -> Figure:
-    """Loss and accuracy per epoch, training against validation, best epoch marked."""
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    """Loss (log scale: a first epoch far above the rest must not flatten them) and accuracy
+    per epoch, training against validation, best epoch marked; one legend below both."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.4))
     for ax, key in zip(axes, ("loss", "accuracy"), strict=True):
         for prefix, label in (("", "train"), ("val_", "validation")):
             values = history.get(prefix + key, [])
@@ -54,10 +72,92 @@ def training_curves_figure(history: dict[str, Sequence[float]], best_epoch: int,
         if best_epoch:
             ax.axvline(best_epoch, color="grey", ls="--", lw=1, label=f"best epoch {best_epoch}")
         ax.set_xlabel("Epoch")
-        ax.set_ylabel(key.capitalize())
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-        ax.legend()
+    axes[0].set_yscale("log")
+    axes[0].set_ylabel("Loss (log scale)")
+    axes[1].set_ylabel("Accuracy")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), frameon=False)
     fig.suptitle(title or "Training curves")
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    return fig
+
+
+def roc_pr_curves_figure(curves: Sequence[Any], class_names: Sequence[str],
+                         title: str = "") -> Figure:
+    """One-vs-rest ROC (left) and precision-recall (right) curve of each class, with its
+    area (ROC AUC, average precision) in the legend; `curves` holds per class an object with
+    fpr, tpr, roc_auc, precision, recall, average_precision, or None (class absent)."""
+    fig, (roc, pr) = plt.subplots(1, 2, figsize=(12, 5))
+    legend = len(class_names) <= MAX_LEGEND_CLASSES
+    colours = plt.get_cmap("tab10" if len(class_names) <= 10 else "tab20").colors
+    present = [(k, c) for k, c in enumerate(curves) if c is not None]
+    for k, c in present:
+        style = ({"color": colours[k % len(colours)], "lw": 1.3} if legend
+                 else {"color": "tab:blue", "lw": 0.6, "alpha": 0.35})
+        roc.plot(c.fpr, c.tpr, label=f"{class_names[k]} ({c.roc_auc:.3f})", **style)
+        pr.plot(c.recall, c.precision, label=f"{class_names[k]} ({c.average_precision:.3f})",
+                drawstyle="steps-post", **style)
+    roc.plot([0, 1], [0, 1], color="grey", ls=":", lw=1)
+    macro_auc = np.mean([c.roc_auc for _, c in present]) if present else float("nan")
+    macro_ap = np.mean([c.average_precision for _, c in present]) if present else float("nan")
+    roc.set(xlabel="False positive rate", ylabel="True positive rate", xlim=(0, 1),
+            ylim=(0, 1.005), title=f"ROC, macro AUC {macro_auc:.3f}")
+    pr.set(xlabel="Recall", ylabel="Precision", xlim=(0, 1), ylim=(0, 1.005),
+           title=f"Precision-recall, macro average precision {macro_ap:.3f}")
+    for ax in (roc, pr):
+        ax.grid(alpha=0.3)
+        if legend and present:
+            ax.legend(fontsize=7, loc="lower right" if ax is roc else "lower left",
+                      title="class (area)", title_fontsize=7)
+    if not legend:
+        fig.text(0.5, 0.01, f"{len(present)} classes, one line each (legend omitted)",
+                 ha="center", fontsize=8)
+    fig.suptitle(title or "One-vs-rest curves")
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    return fig
+
+
+def reliability_diagram_figure(confidence: np.ndarray, accuracy: np.ndarray,
+                               counts: np.ndarray, ece: float, bins: int,
+                               title: str = "") -> Figure:
+    """Reliability diagram: accuracy against mean confidence of each non-empty bin (top), the
+    images per bin (bottom, log scale); the diagonal is perfect calibration."""
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(5.8, 6.4), sharex=True,
+                                      gridspec_kw={"height_ratios": (3, 1)})
+    top.plot([0, 1], [0, 1], color="grey", ls=":", lw=1, label="perfect calibration")
+    top.plot(confidence, accuracy, marker="o", ms=4, color="tab:blue", label="this model")
+    top.vlines(confidence, np.minimum(confidence, accuracy), np.maximum(confidence, accuracy),
+               color="tab:red", alpha=0.6, lw=2, label="gap")
+    top.set(ylabel="Accuracy", xlim=(0, 1), ylim=(0, 1.005),
+            title=f"ECE {ece:.4f} ({bins} equal-width bins)")
+    top.grid(alpha=0.3)
+    top.legend(fontsize=8, loc="upper left")
+    bottom.bar(confidence, counts, width=0.8 / bins, color="tab:grey")
+    bottom.set(xlabel="Confidence (probability of the predicted class)", ylabel="Images",
+               yscale="log")
+    bottom.grid(alpha=0.3)
+    fig.suptitle(title or "Reliability")
+    fig.tight_layout()
+    return fig
+
+
+def image_gallery_figure(images: np.ndarray, captions: Sequence[str], title: str = "",
+                         columns: int = 6) -> Figure:
+    """Images (n, S, S, 3) uint8 in a grid, each with its caption above it."""
+    count = len(images)
+    rows = max(1, int(np.ceil(count / columns)))
+    fig, axes = plt.subplots(rows, columns, figsize=(1.9 * columns, 2.3 * rows + 0.5),
+                             squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, image, caption in zip(axes.flat, images, captions, strict=False):
+        ax.imshow(image, interpolation="nearest")
+        ax.set_title(caption, fontsize=7)
+    if count == 0:
+        axes[0, 0].text(0, 0.5, "none", fontsize=10)
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -69,29 +169,26 @@ def accuracy_by_model_figure(
     labels: Sequence[str], runs: Sequence[Sequence[float]], metric: str = "Test accuracy",
 ) -> Figure:
     """Bars of the mean per model, one dot per run, error bars of one standard deviation
-    (none for a single run)."""
+    (none for a single run); the axis ends at 1.0 and each model's mean is under its name."""
     fig, ax = plt.subplots(figsize=(max(5.0, 1.3 * len(labels) + 2), 4.2))
     x = np.arange(len(labels))
     means = [float(np.mean(r)) for r in runs]
     stds = [float(np.std(r, ddof=1)) if len(r) > 1 else 0.0 for r in runs]
-    bars = ax.bar(x, means, yerr=stds, capsize=6, color="tab:blue", alpha=0.75,
-                  error_kw={"elinewidth": 1.5})
+    ax.bar(x, means, yerr=stds, capsize=6, color="tab:blue", alpha=0.75,
+           error_kw={"elinewidth": 1.5})
     for i, values in enumerate(runs):
         ax.plot(np.full(len(values), x[i]), values, "o", color="black", ms=4, alpha=0.7,
-                label="each run" if i == 0 else None)
-    for bar, mean, std, values in zip(bars, means, stds, runs, strict=True):
-        note = f"{mean:.3f}" + ("" if len(values) > 1 else "\n(single run)")
-        top = max(mean + std, max(values))
-        ax.annotate(note, (bar.get_x() + bar.get_width() / 2, top), xytext=(0, 6),
-                    textcoords="offset points", ha="center", va="bottom", fontsize=8)
+                clip_on=False, label="each run" if i == 0 else None)
     low = min(min(r) for r in runs)
     bottom = float(np.floor(max(0.0, low - 0.1 * (1 - low) - 0.05) * 20) / 20)
-    ax.set_ylim(bottom, 1.03)
-    ax.set_xticks(x, labels=labels, rotation=15 if len(labels) > 4 else 0)
+    ax.set_ylim(bottom, 1.0)
+    ticks = [f"{label}\n{mean:.3f}" + (f" ± {sd:.3f}" if len(values) > 1 else " (single run)")
+             for label, mean, sd, values in zip(labels, means, stds, runs, strict=True)]
+    ax.set_xticks(x, labels=ticks, rotation=15 if len(labels) > 4 else 0, fontsize=8)
     ax.set_ylabel(metric + (f" (axis starts at {bottom:.2f})" if bottom > 0 else ""))
     ax.set_title(f"{metric} by model (mean ± 1 sd over runs)")
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(loc="best")
+    ax.legend(loc="lower right")
     fig.tight_layout()
     return fig
 
@@ -133,20 +230,37 @@ def curves_by_model_figure(
 def confusion_matrices_figure(
     matrices: dict[str, np.ndarray], class_names: dict[str, Sequence[str]],
 ) -> Figure:
-    """One confusion-matrix panel per model, all on the same colour scale."""
-    vmax = max(max(int(np.max(cm)) for cm in matrices.values()), 1)
+    """One confusion-matrix panel per model, on the one colour scale of
+    `confusion_matrix_figure` (share of the true class, log scale)."""
     count = len(matrices)
     cols = min(count, 2)
     rows = int(np.ceil(count / cols))
-    size = max(4.5, 0.45 * max(len(c) for c in class_names.values()) + 2)
+    size = min(max(4.5, 0.45 * max(len(c) for c in class_names.values()) + 2),
+               MAX_FIGURE_INCHES / 2)
     fig, axes = plt.subplots(rows, cols, figsize=(size * cols + 1, size * 0.9 * rows),
                              squeeze=False, layout="constrained")
     for ax, (label, cm) in zip(axes.flat, matrices.items(), strict=False):
-        confusion_matrix_figure(cm, class_names[label], title=label, vmax=vmax, ax=ax)
+        confusion_matrix_figure(cm, class_names[label], title=label, ax=ax)
     for ax in list(axes.flat)[count:]:
         ax.set_visible(False)
     image = axes.flat[0].images[0]
     fig.colorbar(image, ax=list(axes.flat[:count]), fraction=0.03, pad=0.02,
-                 label="test images")
-    fig.suptitle("Confusion matrices (rows: true class), same colour scale")
+                 label="share of the true class (log scale)")
+    fig.suptitle("Confusion matrices (rows: true class; counts in the cells)")
+    return fig
+
+
+def reliability_by_model_figure(curves: dict[str, tuple[np.ndarray, np.ndarray, float]],
+                                bins: int) -> Figure:
+    """Every model's reliability curve on one diagram: {label: (mean confidence per non-empty
+    bin, accuracy per bin, ECE)}."""
+    fig, ax = plt.subplots(figsize=(6, 5))
+    ax.plot([0, 1], [0, 1], color="grey", ls=":", lw=1, label="perfect calibration")
+    for label, (confidence, accuracy, ece) in curves.items():
+        ax.plot(confidence, accuracy, marker="o", ms=3, label=f"{label} (ECE {ece:.4f})")
+    ax.set(xlabel="Confidence (probability of the predicted class)", ylabel="Accuracy",
+           xlim=(0, 1), ylim=(0, 1.005), title=f"Reliability by model ({bins} bins, test)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
     return fig

@@ -7,8 +7,9 @@ Prints one line per image: path, predicted class name, its probability. Each ima
 with PIL, converted to RGB and resized to the run's `image_size` param with the bilinear
 resize of `tracking.data.to_rgb_size` (the training pipeline's), then the uint8 batch goes to
 the logged model (`mlflow.pyfunc`), which scales it itself and returns probabilities. Class
-names come from the run's `class_names` param. A missing or unreadable image, or an unknown
-run or model, exits with status 2 and says which.
+names come from the logged model's metadata (or the run's `class_names.json`), exactly as
+training saw them. A missing or unreadable image, or an unknown run or model, exits with
+status 2 and says which.
 
 The same model can be served over HTTP:
 `mlflow models serve -m runs:/RUN_ID/model --env-manager local -p 5001`, then POST
@@ -33,6 +34,7 @@ from PIL import Image
 from tracking.cli import bad_input_exits, unquote
 from tracking.data import to_rgb_size
 from tracking.errors import UsageError
+from tracking.provenance import read_class_names
 
 
 class PredictError(UsageError):
@@ -79,19 +81,22 @@ def resolve_model(run_id: str = "", model_uri: str = "", image_size: int | None 
     """The model URI plus the image size and class names of the run that logged it.
 
     `run_id` means `runs:/<run_id>/model`. For another URI (models:/name/1, a path) the run is
-    found through the model's metadata; without one, `image_size` must be given and classes
-    are shown by index.
+    found through the model's metadata; without one, `image_size` must be given. Class names,
+    in label order: the model's metadata (`class_names`), else the run's `class_names.json`,
+    else (runs logged before either existed) the run's comma-joined `class_names` param; with
+    none of these, classes are shown by index.
     """
     client = mlflow.MlflowClient()
     uri = model_uri or f"runs:/{run_id}/model"
-    if not run_id:
-        if uri.startswith("runs:/"):
-            run_id = uri[len("runs:/"):].split("/")[0]
-        else:
-            try:
-                run_id = mlflow.models.get_model_info(uri).run_id or ""
-            except (MlflowException, OSError) as err:
-                raise PredictError(f"cannot open model {uri}: {first_line(err)}") from None
+    if not run_id and uri.startswith("runs:/"):
+        run_id = uri[len("runs:/"):].split("/")[0]
+    try:
+        info = mlflow.models.get_model_info(uri)
+    except (MlflowException, OSError) as err:
+        if not run_id:
+            raise PredictError(f"cannot open model {uri}: {first_line(err)}") from None
+        info = None  # an unknown run is reported below, by its id
+    run_id = run_id or (info.run_id if info else "") or ""
     params: dict[str, str] = {}
     if run_id:
         try:
@@ -102,7 +107,10 @@ def resolve_model(run_id: str = "", model_uri: str = "", image_size: int | None 
     size = image_size or _int(params.get("image_size"))
     if not size:
         raise PredictError(f"the image size of {uri} is unknown: pass --image-size")
-    names = tuple(params["class_names"].split(",")) if params.get("class_names") else ()
+    names = tuple(str(n) for n in ((info.metadata or {}).get("class_names", ()) if info else ()))
+    if not names and run_id:
+        names = read_class_names(run_id) or (
+            tuple(params["class_names"].split(",")) if params.get("class_names") else ())
     return ModelSource(uri, size, names, run_id or None)
 
 

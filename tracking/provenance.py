@@ -1,4 +1,4 @@
-"""What a run records about where it came from: settings, code, libraries, data, model.
+"""What a run records about where it came from: settings, code, libraries, machine, data, model.
 
     tags = run_tags(config, extra)                     # at the run's start
     log_provenance(requested, config, model, data, devices=1, steps_per_epoch=26)
@@ -6,38 +6,86 @@
 Params: every Config field as requested ("auto" where left to the recipe, as `mlflow run` logs
 them too), the values that ran (`effective_epochs`, `effective_batch_size`,
 `effective_learning_rate`, `effective_augment`) and the recipe (`optimizer`, `weight_decay`,
-`warmup_fraction`, `augment_shift`, `arch_*`), the model's size, library versions, split
-sizes and class names. The three splits are logged as MLflow dataset inputs with digests.
+`warmup_fraction`, `augment_shift`, `arch_*`), the model's size, library versions, the machine
+(`python_version`, `cpu_model`, `cpu_count`, `keras_devices`, and `accelerator`,
+`accelerator_driver`, `accelerator_memory_mb` where nvidia-ml-py finds a GPU), split sizes and
+`class_names` (only where a comma-joined list is exact: `class_names.json` always is).
+Tags: `mlflow.source.git.commit` (the commit of the checkout this code runs from: MLflow's own
+name, so it is the one commit tag) and `git_dirty`. Artifacts: `class_names.json`,
+`packages.txt` (every installed distribution, as `pip freeze` lists them), `git_diff.patch`
+(when the tree is dirty), `model_summary.txt`. The three splits are logged as MLflow dataset
+inputs with digests.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import os
+import platform
 import socket
 import subprocess
+import tempfile
 import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import keras
 import mlflow
+import numpy as np
+from mlflow.exceptions import MlflowException
+from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
 
 from tracking.config import Config, param_text, same_param
 from tracking.data import Dataset
 
+try:
+    import pynvml  # nvidia-ml-py: optional, only useful where an NVIDIA GPU exists
+except ImportError:
+    pynvml = None
+
 LIBRARIES = ("keras", "mlflow", "tensorflow", "jax", "torch", "numpy", "scikit-learn")
 BACKEND_LIBRARY = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
+COMMIT_TAG = "mlflow.source.git.commit"  # MLflow's own tag; we set it for every entry point
+DIRTY_TAG = "git_dirty"
+CLASS_NAMES_FILE = "class_names.json"  # {"<label index>": "<class name>"}
+MAX_DIFF_CHARS = 5_000_000  # a larger diff is cut, and the file says so
 
 
-def git_commit() -> str | None:
-    """The commit of the checkout this code runs from, or None outside a git checkout."""
-    here = os.path.dirname(os.path.abspath(__file__))
+@dataclass(frozen=True)
+class SourceState:
+    """The git state of a checkout: HEAD's commit, whether the tree differs from it, and the
+    difference (`git diff HEAD`, untracked files listed above it; "" when clean)."""
+
+    commit: str
+    dirty: bool
+    diff: str
+
+
+def source_state(folder: str | Path | None = None) -> SourceState | None:
+    """The git state of the checkout holding `folder` (default: this code's), or None outside
+    a git checkout or without git."""
+    cwd = str(folder or Path(__file__).resolve().parent)
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True,
+                              timeout=30, check=True).stdout
+
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True,
-                             text=True, timeout=5)
-    except (OSError, subprocess.TimeoutExpired):
+        commit = git("rev-parse", "HEAD").strip()
+        changed = git("status", "--porcelain").strip()
+        diff = git("diff", "HEAD") if changed else ""
+        untracked = git("ls-files", "--others", "--exclude-standard").split() if changed else []
+    except (OSError, subprocess.SubprocessError):
         return None
-    return out.stdout.strip() or None
+    if untracked:  # text before the first "diff --git" line is ignored by git apply and patch
+        diff = "".join(f"# untracked, not in this diff: {p}\n" for p in untracked) + diff
+    if len(diff) > MAX_DIFF_CHARS:
+        diff = (diff[:MAX_DIFF_CHARS]
+                + f"\n# cut at {MAX_DIFF_CHARS} of {len(diff)} characters\n")
+    return SourceState(commit, bool(changed), diff)
 
 
 def library_versions() -> dict[str, str]:
@@ -65,14 +113,109 @@ def model_requirements() -> list[str]:
     return reqs
 
 
-def run_tags(config: Config, extra: dict[str, str] | None = None) -> dict[str, str]:
+def processor_model() -> str:
+    """The CPU's model name."""
+    # /proc/cpuinfo names the model on Linux, where platform.processor() gives only "x86_64"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith(("model name", "hardware")):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def visible_gpu(index: int, uuid: str) -> bool:
+    """Whether CUDA_VISIBLE_DEVICES (indices or GPU-UUIDs; unset = all) lets the run use the
+    GPU that NVML numbers `index`."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is None:
+        return True
+    entries = [e.strip() for e in visible.split(",") if e.strip()]
+    return str(index) in entries or any(uuid.startswith(e) for e in entries
+                                        if e.startswith("GPU-"))
+
+
+def accelerators() -> dict[str, str]:
+    """`accelerator` (model, "N x model" for several), `accelerator_driver` and
+    `accelerator_memory_mb` (each GPU's) of the NVIDIA GPUs this process may use, through
+    NVML (nvidia-ml-py); {} without it or without a GPU."""
+    if pynvml is None:
+        return {}
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError:
+        return {}
+    try:
+        gpus = []
+        for i in range(pynvml.nvmlDeviceGetCount()):
+            handle = pynvml.nvmlDeviceGetHandleByIndex(i)
+            if visible_gpu(i, _text(pynvml.nvmlDeviceGetUUID(handle))):
+                gpus.append((_text(pynvml.nvmlDeviceGetName(handle)),
+                             pynvml.nvmlDeviceGetMemoryInfo(handle).total // 2**20))
+        driver = _text(pynvml.nvmlSystemGetDriverVersion())
+    except pynvml.NVMLError:
+        return {}
+    finally:
+        pynvml.nvmlShutdown()
+    if not gpus:
+        return {}
+    models = sorted({name for name, _ in gpus})
+    return {"accelerator": ", ".join(models) if len(gpus) == 1 or len(models) > 1
+            else f"{len(gpus)} x {models[0]}",
+            "accelerator_driver": driver,
+            "accelerator_memory_mb": ",".join(str(mb) for _, mb in gpus)}
+
+
+def _text(value: str | bytes) -> str:
+    """NVML strings: bytes in older nvidia-ml-py releases, str in newer ones."""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def keras_devices() -> str:
+    """The devices the Keras backend sees (`keras.distribution.list_devices`), comma-joined."""
+    try:
+        return ",".join(keras.distribution.list_devices())
+    except (NotImplementedError, RuntimeError, ValueError):  # a backend without the listing
+        return ""
+
+
+def machine() -> dict[str, str]:
+    """Params of the machine: Python, processor, usable cores, Keras's devices and the GPUs."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"python_version": platform.python_version(), "cpu_model": processor_model(),
+            "cpu_count": str(cores), "keras_devices": keras_devices(), **accelerators()}
+
+
+def installed_packages() -> str:
+    """Every installed distribution, `name==version` a line as `pip freeze` lists them, sorted;
+    an editable or direct-URL install says where from."""
+    # importlib.metadata rather than a `pip freeze` subprocess: pip need not be installed,
+    # and no second interpreter starts
+    lines = set()
+    for dist in importlib.metadata.distributions():
+        name = dist.metadata["Name"]
+        if not name:
+            continue
+        line = f"{name}=={dist.version}"
+        url = dist.read_text("direct_url.json")
+        if url:
+            line += f"  # from {json.loads(url).get('url', '?')}"
+        lines.add(line)
+    return "\n".join(sorted(lines, key=str.lower)) + "\n"
+
+
+def run_tags(config: Config, extra: dict[str, str] | None = None,
+             source: SourceState | None = None) -> dict[str, str]:
     """Tags set when a run starts: model, dataset, host and pid (for `tracking.runs stale`),
-    `git_commit`, and the caller's own."""
+    the code's commit and `git_dirty` (`source`, default this checkout's), and the caller's
+    own."""
     tags = {"model": config.model, "dataset": config.dataset, "host": socket.gethostname(),
             "pid": str(os.getpid()), **(extra or {})}
-    commit = git_commit()
-    if commit:
-        tags["git_commit"] = commit
+    source = source or source_state()
+    if source:
+        tags[COMMIT_TAG] = source.commit
+        tags[DIRTY_TAG] = str(source.dirty).lower()
     return tags
 
 
@@ -93,12 +236,49 @@ def run_params(requested: Config, config: Config, model: keras.Model, data: Data
         "num_devices": devices,
         "steps_per_epoch": steps_per_epoch,
         **library_versions(),
+        **machine(),
         "train_size": len(data.y_train), "val_size": len(data.y_val),
         "test_size": len(data.y_test), "num_classes": data.num_classes,
-        "class_names": ",".join(data.class_names),
+        **class_names_param(data.class_names),
         "skipped_images": len(data.skipped),
         "data_source": data.source,
     }
+
+
+def class_names_param(class_names: Sequence[str]) -> dict[str, str]:
+    """`class_names` comma-joined, only where that is exact: no name holds a comma and MLflow
+    keeps the whole text (it would cut a longer one silently); else {}."""
+    joined = ",".join(class_names)
+    if any("," in name for name in class_names) or len(joined) > MAX_PARAM_VAL_LENGTH:
+        return {}
+    return {"class_names": joined}
+
+
+def log_class_names(class_names: Sequence[str]) -> None:
+    """Log `class_names.json` ({"<label index>": "<name>"}) to the active run: the map from
+    the label indices of per-class metric keys and predictions to the class names."""
+    mlflow.log_dict({str(i): str(name) for i, name in enumerate(class_names)}, CLASS_NAMES_FILE)
+
+
+def read_class_names(run_id: str) -> tuple[str, ...] | None:
+    """The class names run `run_id` logged in `class_names.json`, in label order; None when it
+    logged none (runs from before the file existed). Raises ValueError on a malformed file."""
+    with tempfile.TemporaryDirectory() as scratch:
+        try:
+            path = mlflow.artifacts.download_artifacts(
+                run_id=run_id, artifact_path=CLASS_NAMES_FILE, dst_path=scratch)
+        except (MlflowException, OSError):
+            return None
+        mapping = json.loads(Path(path).read_text(encoding="utf-8"))
+    if not isinstance(mapping, dict) or set(mapping) != {str(i) for i in range(len(mapping))}:
+        raise ValueError(f"{CLASS_NAMES_FILE} of run {run_id} is not a map from the indices "
+                         "0..n-1 to names")
+    return tuple(str(mapping[str(i)]) for i in range(len(mapping)))
+
+
+def split_digest(x: np.ndarray, y: np.ndarray) -> str:
+    """The digest MLflow gives the split (x, y) as a dataset input (`log_data_inputs`)."""
+    return mlflow.data.from_numpy(x, targets=y).digest
 
 
 def log_params_once(params: dict[str, Any]) -> None:
@@ -146,11 +326,23 @@ def model_summary(model: keras.Model) -> str:
 
 
 def log_provenance(requested: Config, config: Config, model: keras.Model, data: Dataset,
-                   devices: int, steps_per_epoch: int) -> None:
+                   devices: int, steps_per_epoch: int,
+                   source: SourceState | None = None) -> None:
     """Everything a new run logs before training: params (`run_params`), the skipped images,
-    the data inputs and `model_summary.txt`."""
+    the data inputs, `class_names.json`, `packages.txt`, `git_diff.patch` when the checkout
+    (`source`, default this code's) is dirty, and `model_summary.txt`."""
     log_params_once(run_params(requested, config, model, data, devices, steps_per_epoch))
     if data.skipped:
         mlflow.log_text("\n".join(data.skipped) + "\n", "skipped_images.txt")
     log_data_inputs(data, config.image_size)
+    log_class_names(data.class_names)
+    mlflow.log_text(installed_packages(), "packages.txt")
+    log_git_diff(source or source_state())
     mlflow.log_text(model_summary(model), "model_summary.txt")
+
+
+def log_git_diff(source: SourceState | None) -> None:
+    """Log `git_diff.patch` (the uncommitted changes) to the active run when `source` is a
+    dirty checkout."""
+    if source and source.dirty:
+        mlflow.log_text(source.diff, "git_diff.patch")

@@ -8,19 +8,38 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.figure import Figure
 
-from tracking.groups import ModelGroup, TuningSummary
+from tracking.evaluate import ECE_BINS, reliability
+from tracking.groups import QUALITY_METRICS, ModelGroup, TuningSummary
+from tracking.outcomes import probabilities_of
 from tracking.plots import (
     accuracy_by_model_figure,
     confusion_matrices_figure,
     curves_by_model_figure,
+    image_gallery_figure,
+    reliability_by_model_figure,
 )
 from tracking.ui import run_url
-from tracking.verdicts import class_error_sentence, gap_verdict, hardest_for_all, pct
+from tracking.verdicts import (
+    SharedMistakes,
+    class_error_sentence,
+    gap_verdict,
+    hardest_for_all,
+    pct,
+    shared_mistakes,
+)
 
 TUNED_METRIC = "tuned_test_accuracy"  # a tuning study's parent run logs it
-# every figure the report can hold; confusion_matrices.png only when some run logged its matrix
-FIGURES = ("accuracy_by_model.png", "curves_by_model.png", "confusion_matrices.png")
+# the figures of every report; confusion_matrices.png only when some run logged its matrix,
+# reliability_by_model.png when some logged its predictions table
+FIGURES = ("accuracy_by_model.png", "curves_by_model.png", "confusion_matrices.png",
+           "reliability_by_model.png")
+GALLERY_SIZE = 24  # images shown of those every model gets wrong
+
+
+def common_mistakes_figure_name(dataset: str) -> str:
+    return f"common_mistakes_{dataset}.png"
 
 
 def _fmt(value: float | None, spec: str) -> str:
@@ -29,6 +48,10 @@ def _fmt(value: float | None, spec: str) -> str:
 
 def _accuracy_cell(group: ModelGroup, attribute: str = "test_accuracy") -> str:
     values = [getattr(r, attribute) for r in group.runs if getattr(r, attribute) is not None]
+    return _spread_cell(values)
+
+
+def _spread_cell(values: Sequence[float]) -> str:
     if not values:
         return "–"
     if len(values) == 1:
@@ -79,17 +102,51 @@ def render_markdown(groups: Sequence[ModelGroup], tuning: Sequence[TuningSummary
                       "original study drew its ranking from, and a gap smaller than the "
                       "seed-to-seed spread says nothing. Rerun with "
                       "several seeds (`python -m tracking.study --seeds 3`).", ""]
+        lines += _quality_lines(ranked)
         lines += ["### Where each model goes wrong", ""]
         lines += [f"- {class_error_sentence(g)}" for g in ranked]
         hard = hardest_for_all(ranked)
         if len(ranked) > 1 and hard:
             lines += [f"- Among the most-missed classes of every model: "
                       f"{', '.join(f'`{c}`' for c in hard)}."]
+        if len(ranked) > 1:
+            lines.append(f"- {_shared_sentence(shared_mistakes(ranked), dataset, figures)}")
         lines.append("")
     for t in tuning:
         lines += _tuning_lines(t, ui_base)
     lines += ["## Figures", ""] + [f"![{name}]({name})" for name in figures] + [""]
     return "\n".join(lines)
+
+
+def _quality_lines(ranked: Sequence[ModelGroup]) -> list[str]:
+    """The calibration and ranking metrics of each model side by side (none logged: [])."""
+    shown = [k for k in QUALITY_METRICS if any(g.quality_values(k) for g in ranked)]
+    if not shown:
+        return []
+    lines = ["### Calibration and ranking", "",
+             "| Model | " + " | ".join(QUALITY_METRICS[k] for k in shown) + " |",
+             "|---|" + "---|" * len(shown)]
+    lines += [f"| {g.model} | " + " | ".join(_spread_cell(g.quality_values(k)) for k in shown)
+              + " |" for g in ranked]
+    return lines + ["", "On the test split. ROC AUC and average precision: one class against "
+                    "the rest, averaged over classes; top-k: the true class among the k most "
+                    "probable. ECE: top-label expected calibration error over 15 equal-width "
+                    "confidence bins (Guo et al. 2017), and the Brier score (0 to 2): lower is "
+                    "better calibrated.", ""]
+
+
+def _shared_sentence(shared: Sequence[SharedMistakes], dataset: str,
+                     figures: Sequence[str]) -> str:
+    """Which test images every model gets wrong, or why that cannot be said."""
+    if not shared:
+        return ("No test split is shared by the runs of every model (a seed draws its own "
+                "split; runs from before predictions tables were logged have none), so no "
+                "test image can be compared across models.")
+    parts = [f"{len(s.indices)} of {s.test_size} on split `{s.test_digest}` "
+             f"({len(s.runs)} runs)" for s in shared]
+    figure = common_mistakes_figure_name(dataset)
+    shown = f", pictured in `{figure}`" if figure in figures else ""
+    return f"Test images every model gets wrong: {'; '.join(parts)}{shown}."
 
 
 def _tuning_lines(t: TuningSummary, ui_base: str) -> list[str]:
@@ -111,15 +168,20 @@ def _tuning_lines(t: TuningSummary, ui_base: str) -> list[str]:
                      f"(a change of {pct(m[TUNED_METRIC] - m['baseline_test_accuracy'])} "
                      "points, from one run each)")
         lines.append(text + ".")
+    quality = [f"{heading} {m['tuned_' + key]:.4f}" for key, heading in QUALITY_METRICS.items()
+               if "tuned_" + key in m]
+    if quality:
+        lines.append(f"The tuned model on the test split: {', '.join(quality)}.")
     return lines + [""]
 
 
 def write_figures(groups: Sequence[ModelGroup], folder: Path) -> list[Path]:
     """The comparison figures, written into `folder`; returns their paths (the confusion
-    matrices only when some run logged one)."""
+    matrices only when some run logged one, the reliability curves and the images every model
+    gets wrong only where runs logged predictions tables)."""
     several = len({g.dataset for g in groups}) > 1
     label = {id(g): f"{g.model} ({g.dataset})" if several else g.model for g in groups}
-    figures = {
+    figures: dict[str, Figure] = {
         "accuracy_by_model.png": accuracy_by_model_figure(
             [label[id(g)] for g in groups], [g.accuracies for g in groups]),
         "curves_by_model.png": curves_by_model_figure(
@@ -132,6 +194,14 @@ def write_figures(groups: Sequence[ModelGroup], folder: Path) -> list[Path]:
         figures["confusion_matrices.png"] = confusion_matrices_figure(
             {title[id(g)]: g.confusion() for g in with_cm},
             {title[id(g)]: g.runs[0].class_names for g in with_cm})
+    curves = {label[id(g)]: _pooled_reliability(g) for g in groups}
+    curves = {k: v for k, v in curves.items() if v is not None}
+    if curves:
+        figures["reliability_by_model.png"] = reliability_by_model_figure(curves, ECE_BINS)
+    for dataset in dict.fromkeys(g.dataset for g in groups):
+        gallery = _common_mistakes_figure([g for g in groups if g.dataset == dataset])
+        if gallery is not None:
+            figures[common_mistakes_figure_name(dataset)] = gallery
     paths = []
     for name, fig in figures.items():
         path = folder / name
@@ -139,3 +209,41 @@ def write_figures(groups: Sequence[ModelGroup], folder: Path) -> list[Path]:
         plt.close(fig)
         paths.append(path)
     return paths
+
+
+def _pooled_reliability(group: ModelGroup) -> tuple[np.ndarray, np.ndarray, float] | None:
+    """The reliability curve and ECE of a model's test predictions, pooled over its runs."""
+    frames = [r.predictions for r in group.runs if r.predictions is not None]
+    if not frames:
+        return None
+    probs = [probabilities_of(f) for f in frames]
+    correct = np.concatenate([p.argmax(axis=1) == f["true_label"].to_numpy()
+                              for p, f in zip(probs, frames, strict=True)])
+    rel = reliability(correct, np.concatenate([p.max(axis=1) for p in probs]))
+    return rel.confidence, rel.accuracy, rel.ece
+
+
+def _common_mistakes_figure(groups: Sequence[ModelGroup]) -> Figure | None:
+    """A gallery of the test images every model of one data set gets wrong (those whose
+    pictures the runs logged), with the true class and each model's answer."""
+    images, captions, total = [], [], 0
+    names = groups[0].runs[0].class_names if groups else []
+    for shared in shared_mistakes(groups):
+        total += len(shared.indices)
+        for n, (index, true) in enumerate(zip(shared.indices, shared.true_labels, strict=True)):
+            pictures = [r.mistake_images[index] for r in shared.runs if index in r.mistake_images]
+            if not pictures or len(images) >= GALLERY_SIZE:
+                continue
+            images.append(pictures[0])
+            answers = "\n".join(f"{model}: {_name(names, labels[n])}"
+                                 for model, labels in shared.predicted.items())
+            captions.append(f"#{index} true {_name(names, true)}\n{answers}")
+    if not images:
+        return None
+    return image_gallery_figure(np.stack(images), captions, title=(
+        f"{groups[0].dataset}: test images every model gets wrong ({len(images)} of {total} "
+        "shown, most confident first)"))
+
+
+def _name(names: Sequence[str], label: int) -> str:
+    return str(names[label]) if label < len(names) else str(label)

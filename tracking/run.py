@@ -17,6 +17,14 @@ ends decides the run's status (MLflow's run states):
 
 Under `mlflow run` the run already exists (MLFLOW_RUN_ID) and this continues it: pass
 `launched_experiment(name)` as the experiment so the two agree.
+
+`system_metrics=True` starts MLflow's own system-metrics logging with the run
+(`mlflow.start_run(log_system_metrics=True)`, psutil; GPUs through nvidia-ml-py where
+installed): `system/cpu_utilization_percentage`, `system/system_memory_usage_megabytes` and
+`_percentage`, disk and network, and per GPU `system/gpu_<i>_utilization_percentage`,
+`_memory_usage_megabytes`, `_memory_usage_percentage`, `_power_usage_watts`; one sample every
+10 s (MLflow's default; `MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL` changes it), step = sample.
+None leaves it to MLflow (`MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING`, off by default).
 """
 
 from __future__ import annotations
@@ -46,17 +54,19 @@ def launched_experiment(default: str) -> str:
 
 @contextlib.contextmanager
 def tracked_run(experiment: str, run_name: str, *, tags: dict[str, str] | None = None,
-                run_id: str | None = None, resume_command: str | None = None
-                ) -> Iterator[mlflow.ActiveRun]:
+                run_id: str | None = None, resume_command: str | None = None,
+                system_metrics: bool | None = None) -> Iterator[mlflow.ActiveRun]:
     """Start a run in `experiment` (created if missing), nested under the active run if there
     is one, or continue run `run_id`; end it with the status its block earned (module
     docstring). `tags` are set either way (a continued run gets this process's host and pid);
-    `resume_command` ("... {run_id}") is tagged on a run ended by Ctrl-C or SIGTERM."""
+    `resume_command` ("... {run_id}") is tagged on a run ended by Ctrl-C or SIGTERM;
+    `system_metrics` as in the module docstring."""
     if run_id:
-        run = mlflow.start_run(run_id=run_id)
+        run = mlflow.start_run(run_id=run_id, log_system_metrics=system_metrics)
     else:
         run = mlflow.start_run(experiment_id=ensure_experiment(experiment), run_name=run_name,
-                               nested=mlflow.active_run() is not None, tags=tags)
+                               nested=mlflow.active_run() is not None, tags=tags,
+                               log_system_metrics=system_metrics)
     if tags and (run_id or os.environ.get("MLFLOW_RUN_ID") == run.info.run_id):
         mlflow.set_tags(tags)
     status: str | None = "FAILED"

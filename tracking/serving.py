@@ -14,6 +14,7 @@ from __future__ import annotations
 import tempfile
 import warnings
 from pathlib import Path
+from typing import Any
 
 import keras
 import mlflow
@@ -29,9 +30,11 @@ MODEL_NAME = "model"  # runs:/<run id>/model
 SERVED_MODEL_CODE = Path(__file__).with_name("served_model.py")
 
 
-def log_classifier(model: keras.Model, sample: np.ndarray, name: str = MODEL_NAME) -> ModelInfo:
+def log_classifier(model: keras.Model, sample: np.ndarray, name: str = MODEL_NAME,
+                   metadata: dict[str, Any] | None = None) -> ModelInfo:
     """Log `model` to the active run as `name`; `sample` (a few uint8 (n, S, S, 3) images)
-    gives the signature: float64 pixel values in, float32 probabilities (n, classes) out."""
+    gives the signature: float64 pixel values in, float32 probabilities (n, classes) out.
+    `metadata` goes into the MLmodel file (e.g. the class names, in label order)."""
     with tempfile.TemporaryDirectory(prefix="classifier-") as folder, \
             warnings.catch_warnings():
         # "an input example was not provided": the signature is given, and an example would
@@ -43,7 +46,7 @@ def log_classifier(model: keras.Model, sample: np.ndarray, name: str = MODEL_NAM
         return mlflow.pyfunc.log_model(
             name=name, python_model=str(SERVED_MODEL_CODE), artifacts={KERAS_MODEL: str(path)},
             signature=infer_signature(sample.astype(np.float64), outputs),
-            pip_requirements=model_requirements())
+            pip_requirements=model_requirements(), metadata=metadata)
 
 
 def load_logged_classifier(model_uri: str) -> keras.Model:

@@ -104,7 +104,8 @@ def train(
         start = (resume_point(resume_run_id, config, data) if resume_run_id else StartPoint(
             compile_classifier(build_classifier(config, data), config, steps_per_epoch)))
         with tracked_run(config.experiment, config.display_name, tags=run_tags(config, tags),
-                         run_id=resume_run_id, resume_command=RESUME_COMMAND) as run, \
+                         run_id=resume_run_id, resume_command=RESUME_COMMAND,
+                         system_metrics=config.system_metrics) as run, \
                 CheckpointStore(run.info.run_id, config.checkpoint_every) as checkpoints:
             run_id = run.info.run_id
             with timed(timings, "log_setup_seconds"):
@@ -182,6 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "model on this kind of device, else float32)")
     p.add_argument("--distribute", default=d.distribute,
                    help="none or data_parallel (JAX: each batch split over all devices)")
+    p.add_argument("--no-system-metrics", dest="system_metrics", action="store_false",
+                   help="do not log CPU, memory and GPU use (MLflow system metrics)")
     p.add_argument("--resume", default="", metavar="RUN_ID",
                    help="continue an interrupted run from its last checkpoint (its own settings)")
     return p

@@ -1,16 +1,19 @@
 """Verdicts on a comparison: is a gap between two models larger than their seed-to-seed
-spread, and which classes does each model get wrong. Statistics from SciPy."""
+spread, which classes does each model get wrong, and which test images do all of them get
+wrong. Statistics from SciPy."""
 
 from __future__ import annotations
 
 import math
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import stats
 
-from tracking.groups import ModelGroup
+from tracking.groups import ModelGroup, RunSummary
+from tracking.outcomes import probabilities_of
 
 TOP_CLASSES = 3  # classes named per model in the per-class view
 
@@ -61,42 +64,98 @@ def pct(value: float | None) -> str:
 # --------------------------------------------------------------------------- per class
 
 
+def miss_rates(cm: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(images, missed, missed share) per true class of a confusion matrix."""
+    totals = cm.sum(axis=1)
+    wrong = totals - np.diag(cm)
+    return totals, wrong, wrong / np.maximum(totals, 1)
+
+
+def most_missed(cm: np.ndarray, top: int = TOP_CLASSES) -> list[int]:
+    """The classes with the highest share of their test images missed, at most `top`: ties
+    go to the class with more misses (more evidence), then to the lower label."""
+    _, wrong, rate = miss_rates(cm)
+    order = np.lexsort((np.arange(len(rate)), -wrong, -rate))
+    return [int(i) for i in order if wrong[i] > 0][:top]
+
+
 def class_error_sentence(group: ModelGroup) -> str:
-    """Which classes a model gets wrong most, and what it takes them for, in plain words."""
+    """Which classes a model gets wrong most (by share missed; the count said), and what it
+    takes them for, in plain words."""
     cm = group.confusion()
     names = group.runs[0].class_names
     if cm is None or len(names) != cm.shape[0]:
         return f"**{group.model}**: no confusion matrix was logged."
     over = f" (summed over {group.n} runs)" if group.n > 1 else ""
-    totals = cm.sum(axis=1)
-    wrong = totals - np.diag(cm)
+    totals, wrong, rate = miss_rates(cm)
     if wrong.sum() == 0:
         return f"**{group.model}** classified every test image correctly{over}."
-    order = [i for i in np.argsort(-wrong, kind="stable") if wrong[i] > 0][:TOP_CLASSES]
     parts = []
-    for i in order:
+    for i in most_missed(cm):
         row = cm[i].copy()
         row[i] = 0
         j = int(np.argmax(row))
         parts.append(f"`{names[i]}` ({int(wrong[i])} of {int(totals[i])} missed, "
-                     f"{100 * wrong[i] / max(totals[i], 1):.0f}%, mostly taken for "
-                     f"`{names[j]}`: {int(row[j])})")
+                     f"{100 * rate[i]:.0f}%, mostly taken for `{names[j]}`: {int(row[j])})")
     listed = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
     return (f"**{group.model}** gets {listed} wrong most{over}; "
             f"{int(wrong.sum())} of {int(totals.sum())} test images wrong in all.")
 
 
 def hardest_for_all(groups: Sequence[ModelGroup]) -> list[str]:
-    """Classes among the most-missed of every model."""
+    """Classes among the most-missed (by share) of every model."""
     common: set[str] | None = None
     for g in groups:
         cm = g.confusion()
-        if cm is None:
+        if cm is None or len(g.runs[0].class_names) != cm.shape[0]:
             return []
-        if len(g.runs[0].class_names) != cm.shape[0]:
-            return []
-        wrong = cm.sum(axis=1) - np.diag(cm)
-        top = {g.runs[0].class_names[i] for i in np.argsort(-wrong, kind="stable")[:TOP_CLASSES]
-               if wrong[i] > 0}
+        top = {g.runs[0].class_names[i] for i in most_missed(cm)}
         common = top if common is None else common & top
     return sorted(common or [])
+
+
+# --------------------------------------------------------------------------- per image
+
+
+@dataclass
+class SharedMistakes:
+    """Test images that every compared model gets wrong, on one test split they all used."""
+
+    test_digest: str
+    test_size: int
+    runs: list[RunSummary]
+    indices: list[int]  # most confidently wrong first (mean over the runs)
+    true_labels: list[int]
+    predicted: dict[str, list[int]]  # per model: its most frequent wrong label per image
+
+
+def shared_mistakes(groups: Sequence[ModelGroup]) -> list[SharedMistakes]:
+    """For each test split (by digest) that the runs of every model in `groups` share (one
+    data set; a seed draws its own split), the images all of those runs get wrong. [] when
+    fewer than two models or some model's runs logged no predictions table."""
+    if len(groups) < 2 or any(r.predictions is None for g in groups for r in g.runs):
+        return []
+    by_split: dict[str, list[RunSummary]] = {}
+    for g in groups:
+        for r in g.runs:
+            by_split.setdefault(r.test_digest or "", []).append(r)
+    models = {g.model for g in groups}
+    out = []
+    for digest, runs in by_split.items():
+        if {r.model for r in runs} != models:
+            continue
+        frames = [r.predictions for r in runs]
+        wrong = np.logical_and.reduce(
+            [f["predicted_label"].to_numpy() != f["true_label"].to_numpy() for f in frames])
+        confidence = np.mean([probabilities_of(f).max(axis=1) for f in frames], axis=0)
+        indices = np.flatnonzero(wrong)
+        indices = indices[np.argsort(-confidence[indices], kind="stable")]
+        predicted = {}
+        for model in sorted(models, key=[g.model for g in groups].index):
+            labels = np.stack([f["predicted_label"].to_numpy()[indices]
+                               for f, r in zip(frames, runs, strict=True) if r.model == model])
+            predicted[model] = [int(np.bincount(column).argmax()) for column in labels.T]
+        out.append(SharedMistakes(digest, len(frames[0]), runs, [int(i) for i in indices],
+                                  [int(frames[0]["true_label"].iloc[i]) for i in indices],
+                                  predicted))
+    return out

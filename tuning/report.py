@@ -3,7 +3,8 @@ model scored once on the test split (next to the baseline trial's), and the regi
 
 Into the worker's parent run: `trials_complete/pruned/fail/running/waiting`, `trials.csv`,
 Optuna's optimisation plots, `best_*` params, `best_val_accuracy`, the tuned model's test
-evaluation (`tuned_test_*`, its confusion matrix and report) and the baseline's
+evaluation (`tuned_test_*`, with every figure and table a training run's evaluation logs,
+and `class_names.json`: `tracking.evaluate.log_evaluation`) and the baseline's metrics
 (`baseline_test_*`); the best trial's model registered as `<model>-tuned` (a new version
 only when the best trial changed).
 """
@@ -24,6 +25,7 @@ from scipy import stats
 
 from tracking.data import Dataset
 from tracking.evaluate import Evaluation, evaluate, evaluation_metrics, log_evaluation
+from tracking.provenance import log_class_names, split_digest
 from tracking.serving import load_logged_classifier
 from tuning.storage import RUN_ID_ATTR
 
@@ -106,12 +108,14 @@ def report_study(study: optuna.Study, model: str, study_name: str, data: Dataset
     tuned = evaluate_trial_model(best_run, data)
     title = f"{study_name} trial {best.number}"
     test = {"tuned_test_accuracy": tuned.accuracy}
-    log_evaluation(tuned, data.class_names, title=title, prefix="tuned_test")
+    log_evaluation(tuned, data.class_names, title=title, prefix="tuned_test",
+                   images=data.x_test, test_digest=split_digest(data.x_test, data.y_test))
+    log_class_names(data.class_names)
     baseline = next((t for t in complete if t.user_attrs.get(BASELINE_ATTR)), None)
     if baseline is not None:
         ev = tuned if baseline.number == best.number else evaluate_trial_model(
             baseline.user_attrs[RUN_ID_ATTR], data)
-        mlflow.log_metrics(evaluation_metrics(ev, data.class_names, prefix="baseline_test"))
+        mlflow.log_metrics(evaluation_metrics(ev, prefix="baseline_test"))
         test["baseline_test_accuracy"] = ev.accuracy
         summary["baseline_trial"] = baseline.number
     summary.update(test)
