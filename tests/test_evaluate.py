@@ -218,7 +218,8 @@ def test_tricky_class_names_survive_training_prediction_and_comparison(
     model = mlflow.pyfunc.load_model(f"runs:/{run_id}/model")
     assert model.metadata.metadata["class_names"] == list(names)
     paths = [root / name / "0.png" for name in names]
-    expected = np.asarray(model.predict(predict.read_images(paths, 32))).argmax(axis=1)
+    expected = np.asarray(model.predict(
+        predict.read_images(paths, 32).astype(np.float64))).argmax(axis=1)
     capsys.readouterr()
     assert predict.main(["--run-id", run_id, *map(str, paths)]) == 0
     printed = [line.split("\t")[1] for line in capsys.readouterr().out.strip().splitlines()]

@@ -60,7 +60,7 @@ def test_help_is_quiet_and_for_users(module: str) -> None:
     assert out.returncode == 0
     assert out.stderr == ""
     assert out.stdout.startswith(f"usage: python -m {module}")
-    assert len(out.stdout.splitlines()) < 60
+    assert len(out.stdout.splitlines()) < 80
     for internal in ("advisory", "OutageGuard", "RDBStorage", "heartbeat"):
         assert internal not in out.stdout
 

@@ -337,7 +337,7 @@ def test_mlproject_tune_entry_mirrors_the_command_line() -> None:
         assert p["default"] == defaults[name], name
         assert f"--{name.replace('_', '-')} {{{name}}}" in spec["command"], name
     assert {"dataset", "data_dir", "n_trials", "timeout", "max_epochs", "study_name", "storage",
-            "seed"} == set(spec["parameters"])
+            "seed", "precision"} == set(spec["parameters"])
     assert spec["command"].startswith("python -m tuning.optuna_resnet")
 
 

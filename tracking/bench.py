@@ -40,6 +40,7 @@ from tracking.classifier import build_classifier, compile_classifier
 from tracking.cli import bad_input_exits
 from tracking.config import Config
 from tracking.data import Dataset, load_for
+from tracking.store import ensure_experiment
 from tracking.train import train
 
 SIDES = ("bare", "autolog", "ours")
@@ -69,8 +70,8 @@ def autolog(config: Config, data: Dataset, timer: EpochTimer) -> None:
     """The same fit and evaluation under `mlflow.keras.autolog()` in a run of its own."""
     mlflow.keras.autolog(log_models=True, silent=True)
     try:
-        experiment = mlflow.set_experiment(config.experiment)
-        with mlflow.start_run(experiment_id=experiment.experiment_id,
+        # not mlflow.set_experiment: it exports MLFLOW_EXPERIMENT_ID to every later subprocess
+        with mlflow.start_run(experiment_id=ensure_experiment(config.experiment),
                               run_name=f"{config.model}-autolog"):
             _fit_and_evaluate(_compiled(config, data), config, data, timer)
     finally:
