@@ -135,3 +135,21 @@ def test_mlflow_models_serve_answers_like_the_model(trained: dict, tmp_path: Pat
     np.testing.assert_allclose(served, expected, atol=1e-5)
     np.testing.assert_array_equal(served.argmax(axis=1), expected.argmax(axis=1))
     assert bad.status_code >= 400  # a wrongly shaped batch is refused, not guessed at
+
+
+def test_predict_warns_when_an_image_is_unlike_the_training_data(trained: dict, tmp_path: Path,
+                                                                 capsys) -> None:
+    """Digits are light strokes on a dark ground: a dark-on-light scan gets a warning."""
+    run_id = trained["results"]["run_id"]
+    params = mlflow.MlflowClient().get_run(run_id).data.params
+    assert 0 < float(params["train_pixel_mean"]) < 100  # mostly dark
+    paths, _ = digit_files(tmp_path, count=2)
+    inverted = tmp_path / "inverted.png"
+    Image.fromarray(255 - np.asarray(Image.open(paths[0]))).save(inverted)
+    capsys.readouterr()
+    assert predict.main(["--run-id", run_id, str(paths[1]), str(inverted)]) == 0
+    out, err = capsys.readouterr()
+    assert len(out.strip().splitlines()) == 2  # both are still classified
+    warnings = [line for line in err.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and str(inverted) in warnings[0]
+    assert "looks inverted" in warnings[0]

@@ -57,6 +57,7 @@ class ModelSource:
     image_size: int
     class_names: tuple[str, ...]
     run_id: str | None
+    train_pixel_mean: float | None = None  # mean pixel value (0-255) of the training images
 
 
 def read_images(paths: Sequence[str | Path], image_size: int) -> np.ndarray:
@@ -111,13 +112,17 @@ def resolve_model(run_id: str = "", model_uri: str = "", image_size: int | None 
     if not names and run_id:
         names = read_class_names(run_id) or (
             tuple(params["class_names"].split(",")) if params.get("class_names") else ())
-    return ModelSource(uri, size, names, run_id or None)
+    mean = params.get("train_pixel_mean")
+    return ModelSource(uri, size, names, run_id or None,
+                       float(unquote(mean)) if mean is not None else None)
 
 
 def predict(source: ModelSource, paths: Sequence[str | Path], model: object | None = None
             ) -> list[Prediction]:
     """Classify the images; `model` is a loaded pyfunc model (loaded here if None)."""
     batch = read_images(paths, source.image_size)
+    for line in unlike_training(source, paths, batch):
+        print(f"warning: {line}", file=sys.stderr)
     if model is None:
         try:
             model = mlflow.pyfunc.load_model(source.model_uri)
@@ -131,6 +136,30 @@ def predict(source: ModelSource, paths: Sequence[str | Path], model: object | No
         name = source.class_names[label] if label < len(source.class_names) else str(label)
         out.append(Prediction(str(path), int(label), name, float(row[label])))
     return out
+
+
+BRIGHTNESS_TOLERANCE = 64.0  # of 255: a mean pixel value further off is unlike the training
+
+
+def unlike_training(source: ModelSource, paths: Sequence[str | Path],
+                    batch: np.ndarray) -> list[str]:
+    """One line per image whose mean pixel value differs from the training images' by more
+    than BRIGHTNESS_TOLERANCE (of 255), saying whether it looks inverted (e.g. dark strokes
+    on light paper for a model trained on digits' light strokes on dark). The model still
+    predicts: the lines say why its answer may be wrong."""
+    if source.train_pixel_mean is None:
+        return []
+    trained, lines = source.train_pixel_mean, []
+    for path, image in zip(paths, batch, strict=True):
+        mean = float(image.mean())
+        if abs(mean - trained) <= BRIGHTNESS_TOLERANCE:
+            continue
+        inverted = abs((255 - mean) - trained) < abs(mean - trained)
+        lines.append(f"{path}: mean pixel value {mean:.0f} of 255, the training images' "
+                     f"{trained:.0f}; the model expects images like its training data"
+                     + ("; this one looks inverted (light and dark swapped)" if inverted
+                        else ""))
+    return lines
 
 
 def first_line(err: BaseException) -> str:

@@ -242,6 +242,7 @@ def run_params(requested: Config, config: Config, model: keras.Model, data: Data
         **class_names_param(data.class_names),
         "skipped_images": len(data.skipped),
         "data_source": data.source,
+        "train_pixel_mean": round(pixel_mean(data.x_train), 2),
     }
 
 
@@ -279,6 +280,14 @@ def read_class_names(run_id: str) -> tuple[str, ...] | None:
 def split_digest(x: np.ndarray, y: np.ndarray) -> str:
     """The digest MLflow gives the split (x, y) as a dataset input (`log_data_inputs`)."""
     return mlflow.data.from_numpy(x, targets=y).digest
+
+
+def pixel_mean(images: np.ndarray, sample: int = 1000) -> float:
+    """Mean pixel value (0-255) of uint8 images (N, S, S, 3), over at most `sample` of them
+    evenly spaced (a memory-mapped split is not read whole); what `tracking.predict` compares
+    new images with."""
+    rows = np.linspace(0, len(images) - 1, num=min(sample, len(images)), dtype=np.int64)
+    return float(np.mean(images[np.unique(rows)], dtype=np.float64))
 
 
 def log_params_once(params: dict[str, Any]) -> None:
