@@ -88,7 +88,7 @@ def test_sigterm_marks_killed_and_resume_continues(mlflow_uri: str, tmp_path: Pa
     assert run.info.status == "KILLED"
     assert "SIGTERM" in run.data.tags["stop_reason"]
     files = checkpoint_files(run_id)
-    assert any(f.endswith("/model.keras") for f in files)
+    assert any(f.endswith("/weights.npz") for f in files)
     assert any(f.endswith("/state.json") for f in files)
     assert any(f.startswith("checkpoints/best-epoch-") for f in files)
     done = len(mlflow.MlflowClient().get_metric_history(run_id, "loss"))
@@ -298,3 +298,40 @@ def test_a_resumed_run_is_the_run_it_continues(mlflow_uri: str) -> None:
     resumed = train(resume_config(run_id), resume_run_id=run_id)["history"]["loss"]
     assert len(resumed) == len(straight) == 4
     assert resumed == pytest.approx(straight, rel=1e-6)
+
+
+def test_a_checkpoint_of_the_earlier_format_still_resumes(mlflow_uri: str, tmp_path: Path
+                                                          ) -> None:
+    """Runs checkpointed before weights.npz hold a whole model.keras: they resume too."""
+    import json
+
+    import keras
+
+    from tracking.checkpoints import resume_config
+    from tracking.config import Config
+    from tracking.train import train
+
+    class InterruptAfterFirst(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            self.model.save(tmp_path / "model.keras")  # what the earlier checkpoints held
+            raise KeyboardInterrupt("interrupted for the test")
+
+    config = Config(model="concat_cnn", limit=120, epochs=2, batch_size=32, experiment="faults")
+    with pytest.raises(KeyboardInterrupt):
+        train(config, callbacks=[InterruptAfterFirst()])
+    run_id = mlflow.last_active_run().info.run_id
+    client = mlflow.MlflowClient()
+    state = json.loads(Path(client.download_artifacts(
+        run_id, "checkpoints/epoch-0001/state.json", str(tmp_path))).read_text())
+    from tracking.checkpoints import _artifact_repo
+
+    _artifact_repo(run_id).delete_artifacts("checkpoints")
+    state.pop("seeds")  # the earlier format kept no random generator states
+    state["best_file"] = None
+    (tmp_path / "state.json").write_text(json.dumps(state))
+    for name in ("model.keras", "state.json"):
+        client.log_artifact(run_id, str(tmp_path / name), "checkpoints/epoch-0001")
+    keras.backend.clear_session()
+    results = train(resume_config(run_id), resume_run_id=run_id)
+    assert results["epochs_run"] == 2
+    assert client.get_run(run_id).data.tags["resumed_from_epoch"] == "1"

@@ -22,29 +22,41 @@ import json
 import math
 import os
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 import keras
 import mlflow
+import numpy as np
 from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
 from models import MODELS, options
+from tracking.batches import full_batches
 from tracking.callbacks import ResumableEarlyStopping
-from tracking.classifier import build_classifier, load_classifier
+from tracking.classifier import (
+    build_classifier,
+    compile_classifier,
+    load_classifier,
+    restore_seed_states,
+)
 from tracking.cli import boolean, unquote
 from tracking.config import Config, ConfigError
 from tracking.data import DataError, Dataset
 
 ARTIFACT_DIR = "checkpoints"
-MODEL_FILE = "model.keras"
+WEIGHTS_FILE = "weights.npz"  # model weights and optimizer variables (NumPy arrays)
+LEGACY_MODEL_FILE = "model.keras"  # checkpoints written before weights.npz: a whole model
 STATE_FILE = "state.json"
+BEST_SUFFIX = ".weights.npz"
+LEGACY_BEST_SUFFIX = ".weights.h5"
 
 
 def atomic_save(path: Path, write: Callable[[str], None]) -> None:
@@ -61,7 +73,16 @@ def _artifact_repo(run_id: str) -> Any:
 
 
 class CheckpointStore:
-    """Writes and uploads the checkpoints of one run; one instance per training process."""
+    """Writes and uploads the checkpoints of one run; one instance per training process.
+
+    `save` and `save_best` copy what they need out of the model (milliseconds) and hand the
+    writing and uploading to one background thread, in order, while training goes on: the
+    checkpoint of epoch k travels during epoch k + 1. At most one job waits: the next `save`
+    first lets the previous finish. `close` (and so the end of a run, Ctrl-C and SIGTERM too)
+    waits for the last one, so a run stopped by a signal leaves its last epoch's checkpoint
+    complete; after SIGKILL the one in flight may be missing, and the resume starts one epoch
+    earlier.
+    """
 
     def __init__(self, run_id: str, every: int = 1) -> None:
         self.run_id = run_id
@@ -69,61 +90,78 @@ class CheckpointStore:
         self.local = Path(tempfile.mkdtemp(prefix=f"ckpt-{run_id[:8]}-"))
         self.client = mlflow.MlflowClient()
         self.best_file: str | None = None
-        self.latest_local: Path | None = None
         self._uploaded: list[str] = []
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint")
+        self._pending: Future | None = None
 
-    def save_best(self, model: Any, epoch: int) -> None:
-        """Upload the weights of `epoch` (1-based) as the best so far; drop the previous best."""
+    def save_best(self, model: keras.Model, epoch: int) -> None:
+        """The weights of `epoch` (1-based) as the best so far; the previous best is dropped."""
         if self.every <= 0:
             return
-        name = f"best-epoch-{epoch:04d}.weights.h5"
+        self._submit(self._write_best, model.get_weights(), epoch)
+
+    def save(self, model: keras.Model, epoch: int, state: dict[str, Any]) -> None:
+        """Checkpoint after `epoch` (1-based) completed: weights and optimizer state, then the
+        state file (history, early stopping, random generators)."""
+        if self.every <= 0 or epoch % self.every:
+            return
+        self._submit(self._write_checkpoint, snapshot(model), epoch, state)
+
+    def _submit(self, job: Any, *args: Any) -> None:
+        self.wait()
+        self._pending = self._writer.submit(job, *args)
+
+    def wait(self) -> None:
+        """Until the job in flight is done (its failure is reported, never raised)."""
+        if self._pending is not None:
+            error = self._pending.exception()
+            if error is not None:
+                print(f"warning: a checkpoint was not saved ({type(error).__name__}: {error})",
+                      file=sys.stderr)
+            self._pending = None
+
+    def _write_best(self, weights: list[np.ndarray], epoch: int) -> None:
+        name = f"best-epoch-{epoch:04d}{BEST_SUFFIX}"
         path = self.local / name
-        atomic_save(path, model.save_weights)
+        atomic_save(path, lambda p: _save_arrays(p, {"w": weights}))
         try:
             self.client.log_artifact(self.run_id, str(path), ARTIFACT_DIR)
-        except Exception:  # noqa: BLE001 - server away: keep the file for recovery
+        except Exception:  # noqa: BLE001 - server away: the previous best stays the best
             return
         previous, self.best_file = self.best_file, name
         if previous and previous != name:
             self._delete(f"{ARTIFACT_DIR}/{previous}")
         path.unlink(missing_ok=True)
 
-    def save(self, model: Any, epoch: int, state: dict[str, Any]) -> None:
-        """Checkpoint after `epoch` (1-based) completed: model + optimizer, then state."""
-        if self.every <= 0 or epoch % self.every:
-            return
+    def _write_checkpoint(self, snap: dict[str, list[np.ndarray]], epoch: int,
+                          state: dict[str, Any]) -> None:
         folder = self.local / f"epoch-{epoch:04d}"
         folder.mkdir(exist_ok=True)
-        atomic_save(folder / MODEL_FILE, model.save)
+        atomic_save(folder / WEIGHTS_FILE, lambda p: _save_arrays(p, snap))
         state = {**state, "epochs_done": epoch, "best_file": self.best_file,
                  "saved_at": time.time()}
         atomic_save(folder / STATE_FILE,
                     lambda p: Path(p).write_text(json.dumps(state, indent=1)))
-        self.latest_local = folder
         target = f"{ARTIFACT_DIR}/{folder.name}"
         try:
-            self.client.log_artifact(self.run_id, str(folder / MODEL_FILE), target)
+            self.client.log_artifact(self.run_id, str(folder / WEIGHTS_FILE), target)
             self.client.log_artifact(self.run_id, str(folder / STATE_FILE), target)  # completes
-        except Exception:  # noqa: BLE001 - server away: the local copy stays for recovery
-            self._drop_local_except(folder)
+        except Exception:  # noqa: BLE001 - server away: the previous checkpoint stays
+            shutil.rmtree(folder, ignore_errors=True)
             return
         for old in self._uploaded:
             self._delete(old)
         self._uploaded = [target]
-        self._drop_local_except(None)
-
-    def _drop_local_except(self, keep: Path | None) -> None:
-        for folder in self.local.glob("epoch-*"):
-            if folder != keep:
-                shutil.rmtree(folder, ignore_errors=True)
-        if keep is None:
-            self.latest_local = None
+        shutil.rmtree(folder, ignore_errors=True)
 
     def drop_all(self) -> None:
         """After a clean finish: the logged model supersedes the checkpoints."""
+        self.wait()
         self._delete(ARTIFACT_DIR)
 
     def close(self) -> None:
+        self.wait()
+        self._writer.shutdown(wait=True)
         shutil.rmtree(self.local, ignore_errors=True)
 
     def __enter__(self) -> CheckpointStore:
@@ -139,8 +177,43 @@ class CheckpointStore:
             pass
 
 
+def snapshot(model: keras.Model) -> dict[str, list[np.ndarray]]:
+    """Copies of the model's weights (`get_weights` order) and its optimizer's variables."""
+    return {"w": model.get_weights(),
+            "o": [keras.ops.convert_to_numpy(v) for v in model.optimizer.variables]}
+
+
+def restore(model: keras.Model, arrays: dict[str, list[np.ndarray]]) -> None:
+    """Put a `snapshot` back into a compiled model of the same architecture (its optimizer is
+    built first, so a resumed fit continues the step count and the schedule)."""
+    model.set_weights(arrays["w"])
+    model.optimizer.build(model.trainable_variables)
+    variables = model.optimizer.variables
+    if len(variables) != len(arrays["o"]):
+        raise ValueError(f"the checkpoint holds {len(arrays['o'])} optimizer variables, the "
+                         f"model's optimizer {len(variables)}")
+    for variable, value in zip(variables, arrays["o"], strict=True):
+        variable.assign(value)
+
+
+def _save_arrays(path: str, arrays: dict[str, list[np.ndarray]]) -> None:
+    with open(path, "wb") as f:  # an open file: np.savez would add ".npz" to a name
+        np.savez(f, **{f"{group}{i}": a for group, values in arrays.items()
+                       for i, a in enumerate(values)})
+
+
+def load_arrays(path: str | Path) -> dict[str, list[np.ndarray]]:
+    """The groups of arrays `_save_arrays` wrote (`w`: weights, `o`: optimizer), in order."""
+    with np.load(path) as stored:
+        groups: dict[str, list[np.ndarray]] = {}
+        for key in sorted(stored.files, key=lambda k: (k[0], int(k[1:]))):
+            groups.setdefault(key[0], []).append(stored[key])
+    return groups
+
+
 def latest_checkpoint(run_id: str, into: str | Path) -> tuple[Path, dict[str, Any]] | None:
-    """Download the newest complete checkpoint of `run_id`; (model path, state) or None."""
+    """Download the newest complete checkpoint of `run_id`: (its weights.npz, or the
+    model.keras of an older checkpoint, and its state), or None."""
     client = mlflow.MlflowClient()
     folders = sorted((f.path for f in client.list_artifacts(run_id, ARTIFACT_DIR)
                       if f.is_dir and Path(f.path).name.startswith("epoch-")), reverse=True)
@@ -148,10 +221,12 @@ def latest_checkpoint(run_id: str, into: str | Path) -> tuple[Path, dict[str, An
         try:
             state_path = client.download_artifacts(run_id, f"{folder}/{STATE_FILE}", str(into))
             state = json.loads(Path(state_path).read_text())
-            model_path = client.download_artifacts(run_id, f"{folder}/{MODEL_FILE}", str(into))
+            names = {Path(f.path).name for f in client.list_artifacts(run_id, folder)}
+            name = WEIGHTS_FILE if WEIGHTS_FILE in names else LEGACY_MODEL_FILE
+            weights_path = client.download_artifacts(run_id, f"{folder}/{name}", str(into))
         except Exception:  # incomplete or unreadable: try the one before
             continue
-        return Path(model_path), state
+        return Path(weights_path), state
     return None
 
 
@@ -255,13 +330,21 @@ def resume_point(run_id: str, config: Config, data: Dataset) -> StartPoint:
         found = latest_checkpoint(run_id, scratch)
         if found is None:
             raise DataError(f"run {run_id} has no complete checkpoint to resume from")
-        model_path, state = found
-        start = StartPoint(load_classifier(model_path, state.get("seeds")),
-                           int(state["epochs_done"]), state["history"],
+        path, state = found
+        if path.name == WEIGHTS_FILE:
+            model = compile_classifier(build_classifier(config, data), config,
+                                       full_batches(len(data.y_train), config.batch_size))
+            restore(model, load_arrays(path))
+        else:
+            model = load_classifier(path)
+        restore_seed_states(model, state.get("seeds"))
+        start = StartPoint(model, int(state["epochs_done"]), state["history"],
                            state.get("early_stopping"))
         if state.get("best_file"):
             best_path = download_best_weights(run_id, state["best_file"], scratch)
-            if best_path is not None:
+            if best_path is not None and best_path.name.endswith(BEST_SUFFIX):
+                start.best_weights = load_arrays(best_path)["w"]
+            elif best_path is not None:  # an older checkpoint's .weights.h5
                 best = build_classifier(config, data)
                 best.load_weights(best_path)
                 start.best_weights = best.get_weights()

@@ -80,18 +80,22 @@ def compile_classifier(model: keras.Model, config: Config, steps_per_epoch: int)
     return model
 
 
-def load_classifier(path: str | Path, seeds: list[list[int]] | None = None) -> keras.Model:
-    """A saved classifier (weights, optimizer state and step), ready to train on (`allow_jit`),
-    its random generators set to `seeds` (`seed_states` of the model when it was saved)."""
-    model = allow_jit(keras.saving.load_model(path))
-    if seeds is not None:
-        generators = _seed_variables(model)
-        if len(generators) != len(seeds):
-            raise ValueError(f"{path}: {len(generators)} random generators, the checkpoint "
-                             f"holds {len(seeds)}")
-        for variable, state in zip(generators, seeds, strict=True):
-            variable.assign(keras.ops.convert_to_tensor(state, dtype=variable.dtype))
-    return model
+def load_classifier(path: str | Path) -> keras.Model:
+    """A saved classifier (weights, optimizer state and step), ready to train on (`allow_jit`)."""
+    return allow_jit(keras.saving.load_model(path))
+
+
+def restore_seed_states(model: keras.Model, seeds: list[list[int]] | None) -> None:
+    """Set the model's random generators to `seeds` (`seed_states` of the same architecture);
+    None leaves them as they are."""
+    if seeds is None:
+        return
+    generators = _seed_variables(model)
+    if len(generators) != len(seeds):
+        raise ValueError(f"{len(generators)} random generators in the model, the checkpoint "
+                         f"holds {len(seeds)}")
+    for variable, state in zip(generators, seeds, strict=True):
+        variable.assign(keras.ops.convert_to_tensor(state, dtype=variable.dtype))
 
 
 SEED_STATE = "seed_generator_state"  # the name of a keras.random.SeedGenerator's variable
