@@ -13,7 +13,7 @@ from tracking.data import LOADERS, load_for
 from tracking.precision import PRECISIONS
 from tuning.report import format_summary
 from tuning.storage import StorageUnavailable, check_storage
-from tuning.study import TuneConfig, check_resume, create_study_only, run_study
+from tuning.study import PRUNERS, TuneConfig, check_resume, create_study_only, run_study
 
 EPILOG = ("Every trial is a nested MLflow run of the study's parent run; the best trial's "
           "model is registered as <model>-tuned. Ctrl-C or SIGTERM stops the worker (its "
@@ -48,6 +48,13 @@ def build_parser(prog: str, description: str, model: str | None) -> argparse.Arg
                    help="keep at most this many training images (0 = all), for smoke runs")
     p.add_argument("--precision", default=d.precision,
                    help=f"one of {', '.join(PRECISIONS)}, for every trial")
+    p.add_argument("--pruner", default=d.pruner,
+                   help=f"one of {', '.join(PRUNERS)}: Optuna's MedianPruner (few trials), "
+                        "HyperbandPruner (many trials) or none")
+    p.add_argument("--seeds-per-trial", type=number(int, "seeds per trial"),
+                   default=d.seeds_per_trial,
+                   help="seeds each trial trains; its value (and what the pruner sees per "
+                        "epoch) is their mean")
     p.add_argument("--create-only", action="store_true",
                    help="create the study and the MLflow tables, then exit (before workers)")
     # internals of the lost-worker retry, for tests (README: "Many workers, one study")
