@@ -273,6 +273,14 @@ def test_mlproject_compare_and_study_entries_match_their_commands() -> None:
     assert study["dataset"]["default"] == defaults.dataset
     args = build_parser().parse_args(["--tune", "true", "--seeds", "2", "--epochs", "auto"])
     assert args.tune is True and args.seeds == 2 and args.epochs is None
+    assert build_parser().parse_args(["--tune-budget", "''"]).tune_budget is None  # MLproject's
+    args = build_parser().parse_args(["--tune-budget", "6x8", "--promote", "false"])
+    assert args.tune_budget == (6, 8) and args.promote is False
+    for name in ("tune_budget", "pruner", "seeds_per_trial", "split_seed"):
+        flag = name.replace("_", "-")
+        assert study[name]["default"] == getattr(build_parser().parse_args([]), name) or (
+            name == "tune_budget" and study[name]["default"] == ""), name
+        assert f"--{flag} {{{name}}}" in spec["study"]["command"], name
 
 
 def test_a_fair_study_sets_each_model_tuned_against_its_recipe(mlflow_uri: str,

@@ -14,13 +14,17 @@ skipped. A tuning study's parent run among the selected runs gets a section of i
 The report (--output, default outputs/comparison): `comparison.md` with a table per data set
 (test accuracy, macro F1, best epoch / epochs run, training time, images per second, size,
 the runs by id), the ranking with a verdict on each gap (does it exceed the run-to-run
-spread?), the calibration and ranking metrics side by side (ROC AUC, average precision,
-top-k accuracy, ECE, Brier score), which classes each model gets wrong most (by share) and
-which test images every model gets wrong (from the runs' predictions tables, on a test split
-they share); `accuracy_by_model.png`, `curves_by_model.png`, `confusion_matrices.png`,
-`reliability_by_model.png` and `common_mistakes_<dataset>.png`. Everything is logged to a
-run of its own tagged `run_kind=comparison`. With no finished runs to compare it exits with
-status 2.
+spread?), every pair of models judged on the same test images (McNemar's exact test or a
+paired bootstrap, Holm's correction: tracking.paired), in a fair study each model at its
+recipe against it tuned, accuracy against parameters, training seconds and inference latency
+(measured here, --no-latency to skip) with the dominated models marked, the calibration and
+ranking metrics side by side (ROC AUC, average precision, top-k accuracy, ECE, Brier score),
+which classes each model gets wrong most (by share) and which test images every model gets
+wrong (from the runs' predictions tables, on a test split they share);
+`accuracy_by_model.png`, `curves_by_model.png`, `confusion_matrices.png`,
+`reliability_by_model.png`, `common_mistakes_<dataset>.png` and
+`accuracy_vs_cost_<dataset>.png`. Everything is logged to a run of its own tagged
+`run_kind=comparison`. With no finished runs to compare it exits with status 2.
 """
 
 from __future__ import annotations
