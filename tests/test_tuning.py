@@ -389,6 +389,23 @@ def test_mlproject_tune_entry_mirrors_the_command_line() -> None:
     assert spec["command"].startswith("python -m tuning.optuna_resnet")
 
 
+def test_mlproject_generic_tuning_entry_mirrors_python_m_tuning() -> None:
+    from tuning import cli
+
+    spec = yaml.safe_load((REPO / "MLproject").read_text())["entry_points"]["tune_model"]
+    parser = cli.build_parser("python -m tuning", "", None)
+    defaults = vars(parser.parse_args(["--model", "vgg19"]))
+    assert "default" not in spec["parameters"]["model"]  # required, as --model is
+    for name, p in spec["parameters"].items():
+        assert f"--{name.replace('_', '-')} {{{name}}}" in spec["command"], name
+        if name == "model":
+            continue
+        expected = "." if p["type"] == "path" else p["default"]
+        assert (defaults[name] or ".") == expected if p["type"] == "path" \
+            else defaults[name] == expected, name
+    assert spec["command"].startswith("python -m tuning ")
+
+
 def test_under_mlflow_run_the_launched_run_is_the_parent(
     mlflow_uri: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
