@@ -49,7 +49,7 @@ def test_a_challenger_that_is_no_better_does_not_take_the_alias(mlflow_uri: str,
     client = mlflow.MlflowClient()
     first = promote(logged_run(range(10)))
     assert (first.name, first.version, first.alias) == (NAME, "1", CHAMPION)
-    assert "first champion" in first.reason
+    assert "first champion" in first.reason and "90 of 100 test images right" in first.reason
 
     # two images better: McNemar's exact p = 0.5, not enough
     candidate = logged_run(range(8))
@@ -88,3 +88,12 @@ def test_mismatched_test_digests_are_refused(mlflow_uri: str, capsys) -> None:
     # the candidate's own runs must share one split too
     with pytest.raises(PromoteError, match="different test splits"):
         promote(logged_run([]), [other])
+
+
+def test_a_first_candidate_at_chance_level_is_no_champion(mlflow_uri: str) -> None:
+    # 12 of 100 right among 10 classes: exact binomial p = P(X >= 12), X ~ Bin(100, 0.1)
+    guess = promote(logged_run(range(88)), name="other-classifier")
+    assert guess.alias == CHALLENGER and "not better than chance" in guess.reason
+    assert "12 of 100 test images right, chance 1/10, p = 0.3" in guess.reason
+    model = mlflow.MlflowClient().get_registered_model("other-classifier")
+    assert {k: str(v) for k, v in model.aliases.items()} == {CHALLENGER: "1"}

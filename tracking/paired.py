@@ -35,6 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 from statsmodels.stats.contingency_tables import mcnemar
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.power import TTestIndPower, TTestPower
@@ -179,6 +180,12 @@ def paired_difference(a: np.ndarray, b: np.ndarray, accuracies_a: Sequence[float
         result.p_value, result.discordant = mcnemar_test(a[0], b[0])
         result.test = "McNemar exact"
     return result
+
+
+def chance_p_value(correct: int, total: int, num_classes: int) -> float:
+    """Whether `correct` right answers out of `total` beat guessing among `num_classes`
+    classes: SciPy's exact one-sided binomial test against 1/num_classes."""
+    return float(stats.binomtest(correct, total, 1 / num_classes, alternative="greater").pvalue)
 
 
 def holm(p_values: Sequence[float]) -> list[float]:

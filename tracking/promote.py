@@ -14,10 +14,11 @@ The test (`tracking.paired`): McNemar's exact test for one run on each side, els
 bootstrap over runs and images; the 95% interval is the bootstrap's. The candidate takes
 `champion` only when the p-value (Holm's correction over this one comparison leaves it as it
 is) is below 0.05 and the interval of candidate minus champion lies above zero; otherwise it
-gets `challenger`. The first candidate of a name becomes its champion (there is nothing to
-beat). Either way the decision and its figures go on the candidate's run: tag `promotion`,
-metrics `promotion_difference`, `promotion_ci_low`, `promotion_ci_high`,
-`promotion_p_value`, and `promotion.json`; the version gets the tag `promotion` too.
+gets `challenger`. The first candidate of a name becomes its champion when its run is better
+than chance on the test split (exact binomial test against 1/classes at 5%), else challenger.
+Either way the decision and its figures go on the candidate's run: tag `promotion`, metrics
+`promotion_difference`, `promotion_ci_low`, `promotion_ci_high`, `promotion_p_value`, and
+`promotion.json`; the version gets the tag `promotion` too.
 """
 
 from __future__ import annotations
@@ -29,13 +30,21 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import mlflow
+import pandas as pd
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
 from tracking.cli import bad_input_exits, unquote
 from tracking.errors import UsageError
-from tracking.outcomes import PredictionsError, read_predictions
-from tracking.paired import ALPHA, PairedResult, PairingError, correctness, paired_difference
+from tracking.outcomes import PredictionsError, probabilities_of, read_predictions
+from tracking.paired import (
+    ALPHA,
+    PairedResult,
+    PairingError,
+    chance_p_value,
+    correctness,
+    paired_difference,
+)
 from tracking.serving import MODEL_NAME
 
 CHAMPION, CHALLENGER = "champion", "challenger"
@@ -105,6 +114,18 @@ def judge(candidate: list, champion: list) -> PairedResult:
     return paired_difference(a, b)
 
 
+def first_verdict(frame: pd.DataFrame) -> tuple[str, str]:
+    """(alias, reason) of a candidate with no champion to beat: champion when its run is
+    better than chance on the test split (`tracking.paired.chance_p_value` at ALPHA)."""
+    right = int((frame["predicted_label"] == frame["true_label"]).sum())
+    classes = len(probabilities_of(frame)[0])
+    p = chance_p_value(right, len(frame), classes)
+    figures = f"{right} of {len(frame)} test images right, chance 1/{classes}, p = {p:.2g}"
+    if p < ALPHA:
+        return CHAMPION, f"the first champion (none to beat; better than chance: {figures})"
+    return CHALLENGER, f"no champion yet, and not better than chance: {figures}"
+
+
 def decide(result: PairedResult) -> tuple[str, str]:
     """(alias, reason) by the rule in the module docstring."""
     figures = (f"{100 * result.difference:+.2f} points, 95% interval "
@@ -130,8 +151,8 @@ def promote(run_id: str, runs: Sequence[str] = (), name: str = "") -> Promotion:
     ids = list(dict.fromkeys([run_id, *runs]))
     digest, candidate = split_of(ids, "candidate")
     champion = current_champion(name)
-    result, reason = None, "the first champion: there was none to beat"
-    alias = CHAMPION
+    result = None
+    alias, reason = first_verdict(candidate[0])
     if champion is not None:
         champion_ids = (champion.tags.get(SEED_RUNS_TAG) or champion.run_id).split(",")
         if run_id in champion_ids:

@@ -25,10 +25,10 @@ import optuna
 from mlflow.entities.model_registry import ModelVersion
 from optuna.trial import FrozenTrial, TrialState
 from optuna.visualization import matplotlib as vis
-from scipy import stats
 
 from tracking.data import Dataset
 from tracking.evaluate import Evaluation, evaluate, evaluation_metrics, log_evaluation
+from tracking.paired import chance_p_value
 from tracking.provenance import log_class_names, split_digest
 from tracking.serving import load_logged_classifier
 from tuning.storage import RUN_ID_ATTR
@@ -174,9 +174,7 @@ def tuning_verdict(best: FrozenTrial, baseline: FrozenTrial | None, val_size: in
     best trial is not shown to beat guessing and is not registered as tuned. A best trial that
     is the baseline itself is registered, with a warning that tuning found nothing better.
     """
-    correct = round(best.value * val_size)
-    p_value = float(stats.binomtest(correct, val_size, 1 / num_classes,
-                                    alternative="greater").pvalue)
+    p_value = chance_p_value(round(best.value * val_size), val_size, num_classes)
     if p_value >= CHANCE_ALPHA:
         return p_value, (f"the best trial ({best.number}) reached {OBJECTIVE_METRIC} "
                          f"{best.value:.4f} on {val_size} images, not better than chance "
