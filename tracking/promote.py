@@ -102,7 +102,12 @@ def register(run_id: str, name: str, tags: dict[str, str]) -> ModelVersion:
         existing = []
     if existing:
         return existing[0]
-    return mlflow.register_model(f"runs:/{run_id}/{MODEL_NAME}", name, tags=tags)
+    run = client.get_run(run_id)
+    logged = mlflow.search_logged_models(
+        experiment_ids=[run.info.experiment_id], output_format="list",
+        filter_string=f"source_run_id = '{run_id}' AND name = '{MODEL_NAME}'")
+    uri = f"models:/{logged[0].model_id}" if logged else f"runs:/{run_id}/{MODEL_NAME}"
+    return mlflow.register_model(uri, name, tags=tags)
 
 
 def judge(candidate: list, champion: list) -> PairedResult:
