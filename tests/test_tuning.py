@@ -285,7 +285,7 @@ def test_a_trial_of_several_seeds_is_worth_their_mean(mlflow_uri: str, tmp_path:
     """--seeds-per-trial 2: a trial trains seeds 0 and 1 on one split, its value is the mean,
     and the pruner sees the per-epoch mean of the two."""
     summary = run_study(TuneConfig(n_trials=1, seeds_per_trial=2, study_name="two-seeds",
-                                   **TINY))
+                                   **{**TINY, "limit": 100, "max_epochs": 1}))
     study = load("two-seeds", f"sqlite:///{tmp_path / 'optuna.db'}")
     (trial,) = study.trials
     assert study.user_attrs["search_space"]["seeds_per_trial"] == "2"
