@@ -273,3 +273,64 @@ def test_mlproject_compare_and_study_entries_match_their_commands() -> None:
     assert study["dataset"]["default"] == defaults.dataset
     args = build_parser().parse_args(["--tune", "true", "--seeds", "2", "--epochs", "auto"])
     assert args.tune is True and args.seeds == 2 and args.epochs is None
+    assert build_parser().parse_args(["--tune-budget", "''"]).tune_budget is None  # MLproject's
+    args = build_parser().parse_args(["--tune-budget", "6x8", "--promote", "false"])
+    assert args.tune_budget == (6, 8) and args.promote is False
+    for name in ("tune_budget", "pruner", "seeds_per_trial", "split_seed"):
+        flag = name.replace("_", "-")
+        assert study[name]["default"] == getattr(build_parser().parse_args([]), name) or (
+            name == "tune_budget" and study[name]["default"] == ""), name
+        assert f"--{flag} {{{name}}}" in spec["study"]["command"], name
+
+
+def test_a_fair_study_sets_each_model_tuned_against_its_recipe(mlflow_uri: str,
+                                                             tmp_path: Path) -> None:
+    from tracking.store import ensure_experiment
+
+    for model, recipe, tuned in (("a", 0.90, 0.95), ("b", 0.85, 0.85)):
+        log_fake_training_run("fair", model, 1, recipe, tags={"study_variant": "recipe"})
+        log_fake_training_run("fair", model, 1, tuned, tags={"study_variant": "tuned"})
+        with mlflow.start_run(experiment_id=ensure_experiment("fair"),
+                              tags={"run_kind": "tuning", "study_name": f"{model}-study"}):
+            mlflow.log_params({"model": model, "dataset": "digits", "n_trials": 4,
+                               "max_epochs": 3, "pruner": "MedianPruner",
+                               "seeds_per_trial": 1, "seed": 0, "best_epochs": 3})
+            mlflow.log_metrics({"trials_complete": 3, "trials_pruned": 1, "trial_epochs": 10,
+                                "trial_seconds": 42.0})
+    out = tmp_path / "r"
+    assert compare.main(["--experiment", "fair", "--output", str(out)]) == 0
+    md = (out / "comparison.md").read_text()
+    # the tuned models are ranked; the recipes are their references
+    assert "| 1 | a (tuned) | digits | 1 | 0.9500 (single run) |" in md
+    assert "| 2 | b (tuned) | digits | 1 | 0.8500 (single run) |" in md
+    assert "| – | a (recipe) | digits | 1 | 0.9000 (single run) |" in md
+    # every pair on the same images: a (tuned) gets 20 images right that b (tuned) misses
+    # (class 0's, class 7's first ten), and none the other way: McNemar p = 2 / 2**20
+    p = f"{2 / 2**20:.2g}"
+    assert "| a (tuned) − b (tuned) | 1 + 1, 200 | +10.00 | " in md
+    assert f"| McNemar exact (20 vs 0 discordant) | {p} | {p} | **separated** |" in md
+    assert "Holm's correction over 1 pair." in md
+    # recipe against tuned: a gains 10 images (p = 2 / 2**10), b none (p = 1); Holm: x2, x1
+    assert "### Recipe against tuned" in md
+    recipe_rows = {line.split(" | ")[0]: line for line in md.splitlines()
+                   if line.startswith(("| a | 0.9000", "| b | 0.8500"))}
+    assert recipe_rows["| a"].startswith("| a | 0.9000 (single run) | 0.9500 (single run) | "
+                                         "5.00 | ")
+    assert f"| {2 * 2 / 2**10:.2g} | 3 / 1 | 10 | 42 | epochs 3 |" in recipe_rows["| a"]
+    assert "| 0.00 | +0.00 to +0.00 | 1 | 3 / 1 |" in recipe_rows["| b"]
+    # accuracy against cost: no logged model, so no latency; a (tuned) is as small and fast
+    assert "| a (tuned) | 0.9500 (single run) | 1,001 | 12 | – | – | no (front) |" in md
+    assert "| b (tuned) | 0.8500 (single run) | 1,001 | 12 | – | – | **dominated** by " \
+           "a (tuned) |" in md
+    assert "not measured (no model loaded)" in md
+    assert (out / "accuracy_vs_cost_digits.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "Every model had the same budget: 4 trials (complete + pruned) of at most 3 " \
+           "epochs, MedianPruner, 1 seed per trial from seed 0" in md
+    client = mlflow.MlflowClient()
+    exp = client.get_experiment_by_name("fair")
+    (report,) = client.search_runs([exp.experiment_id], "tags.run_kind = 'comparison'")
+    metrics = report.data.metrics
+    assert metrics["mean_test_accuracy.a.tuned"] == pytest.approx(0.95)
+    assert metrics["mean_test_accuracy.a.recipe"] == pytest.approx(0.90)
+    assert metrics["tuning_gap.a"] == pytest.approx(0.05)
+    assert (metrics["rank.a"], metrics["rank.b"]) == (1, 2)

@@ -58,7 +58,12 @@ def test_bad_study_settings_exit_2_before_any_run(mlflow_uri: str, capsys) -> No
     for argv, message in ((["--models", "alexnet"], "unknown model 'alexnet'"),
                           (["--seeds", "0"], "seeds must be a positive integer"),
                           (["--dataset", "imagenet"], "unknown dataset 'imagenet'"),
-                          (["--models", "vgg19,vgg19"], "must not repeat")):
+                          (["--models", "vgg19,vgg19"], "must not repeat"),
+                          (["--tune-budget", "6"], "tune budget must be TRIALSxMAX_EPOCHS"),
+                          (["--tune-budget", "0x8"], "tune_budget must be two positive"),
+                          (["--tune", "--tune-budget", "2x2"], "exclude each other"),
+                          (["--tune-budget", "2x2", "--pruner", "asha"],
+                           "pruner must be one of median, hyperband, none")):
         with pytest.raises(SystemExit) as exit_info:
             study.main(argv)
         assert exit_info.value.code == 2
@@ -116,3 +121,77 @@ def test_study_with_tuning_files_the_optuna_study_under_the_parent(mlflow_uri: s
     assert "## Tuning: concat_cnn on digits" in md
     assert f"{tuning.data.metrics['tuned_test_accuracy']:.4f}" in md
     assert "| 1 | concat_cnn | digits | 1 |" in md  # trials and the tuning run are not rows
+
+
+def fair_study(tmp_path: Path, models: str, budget: str, seeds: str) -> tuple:
+    out = tmp_path / "fair"
+    assert study.main(["--models", models, "--tune-budget", budget, "--seeds", seeds,
+                       "--epochs", "1", "--limit", "200", "--experiment", "fair",
+                       "--output", str(out)]) == 0
+    client = mlflow.MlflowClient()
+    exp = client.get_experiment_by_name("fair")
+    (parent,) = client.search_runs([exp.experiment_id], "tags.run_kind = 'study'")
+    children = client.search_runs([exp.experiment_id],
+                                  f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    return parent, children, (out / "comparison.md").read_text()
+
+
+def test_fair_study_tunes_then_scores_new_seeds_on_one_split(mlflow_uri: str,
+                                                             tmp_path: Path) -> None:
+    from tracking.outcomes import read_predictions
+
+    parent, children, md = fair_study(tmp_path, "concat_cnn", "1x1", "1")
+    params = parent.data.params
+    assert (params["tune_budget"], params["final_seeds"], params["split_seed"]) == (
+        "1x1", "1", "0")
+    (tuning,) = [c for c in children if c.data.tags.get("run_kind") == "tuning"]
+    assert tuning.data.metrics["trials_complete"] + tuning.data.metrics["trials_pruned"] == 1
+    assert "tuned_test_accuracy" not in tuning.data.metrics  # trials never see the test split
+    assert parent.data.metrics["trial_epochs.concat_cnn"] == tuning.data.metrics["trial_epochs"]
+
+    final = [c for c in children if "study_variant" in c.data.tags]
+    assert sorted(c.info.run_name for c in final) == [
+        "concat_cnn-digits-recipe-seed1", "concat_cnn-digits-tuned-seed1"]
+    assert {c.data.params["seed"] for c in final} == {"1"}  # not the tuning seed 0
+    assert {c.data.params["split_seed"] for c in final} == {"0"}
+    assert len({read_predictions(c.info.run_id)["test_digest"][0] for c in final}) == 1
+    best = tuning.data.params
+    for run in (c for c in final if c.data.tags["study_variant"] == "tuned"):
+        assert run.data.params["epochs"] == best["best_epochs"]
+        assert run.data.params["batch_size"] == best["best_batch_size"]
+        assert float(run.data.params["learning_rate"]) == pytest.approx(
+            float(best["best_learning_rate"]))
+        assert run.data.tags["tuning_run_id"] == tuning.info.run_id
+
+    metrics = parent.data.metrics
+    assert metrics["tuning_gap.concat_cnn"] == pytest.approx(
+        metrics["mean_test_accuracy.concat_cnn.tuned"]
+        - metrics["mean_test_accuracy.concat_cnn.recipe"])
+    assert metrics["rank.concat_cnn"] == 1
+    assert "| 1 | concat_cnn (tuned) | digits | 1 |" in md
+    assert "### Recipe against tuned" in md and "Every model had the same budget: 1 trial " in md
+    assert "### Accuracy against cost" in md
+    # the first candidate of digits-classifier: champion if better than chance, else challenger
+    promotion = parent.data.tags["promotion"]
+    assert promotion.startswith("digits-classifier version 1: ")
+    alias = "champion" if ": champion: " in promotion else "challenger"
+    registered = mlflow.MlflowClient().get_model_version_by_alias("digits-classifier", alias)
+    assert registered.run_id in {c.info.run_id for c in final
+                                 if c.data.tags["study_variant"] == "tuned"}
+
+
+@pytest.mark.slow
+def test_fair_study_gives_two_models_equal_budgets(mlflow_uri: str, tmp_path: Path) -> None:
+    parent, children, md = fair_study(tmp_path, "concat_cnn,vgg19", "2x1", "2")
+    studies = {c.data.params["model"]: c for c in children
+               if c.data.tags.get("run_kind") == "tuning"}
+    assert set(studies) == {"concat_cnn", "vgg19"}
+    for key in ("n_trials", "max_epochs", "pruner", "seeds_per_trial", "seed"):
+        assert studies["concat_cnn"].data.params[key] == studies["vgg19"].data.params[key]
+    for s in studies.values():
+        assert s.data.metrics["trials_complete"] + s.data.metrics["trials_pruned"] == 2
+        assert s.data.metrics["trial_epochs"] == 2  # two trials of one epoch
+    metrics = parent.data.metrics
+    assert {metrics["rank.concat_cnn"], metrics["rank.vgg19"]} == {1, 2}
+    assert "concat_cnn (tuned) − vgg19 (tuned)" in md or "vgg19 (tuned) − concat_cnn (tuned)" in md
+    assert "Every model had the same budget: 2 trials" in md

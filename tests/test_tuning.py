@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import optuna
 import pytest
 import yaml
@@ -37,6 +38,7 @@ from tuning.study import (
     TuneConfig,
     check_resume,
     default_pruner,
+    make_pruner,
     run_study,
 )
 
@@ -279,6 +281,50 @@ def test_default_pruner_spares_warm_up_epochs_and_compares_at_equal_epochs() -> 
     assert not short.should_prune()
 
 
+def test_a_trial_of_several_seeds_is_worth_their_mean(mlflow_uri: str, tmp_path: Path) -> None:
+    """--seeds-per-trial 2: a trial trains seeds 0 and 1 on one split, its value is the mean,
+    and the pruner sees the per-epoch mean of the two."""
+    summary = run_study(TuneConfig(n_trials=1, seeds_per_trial=2, study_name="two-seeds",
+                                   **{**TINY, "limit": 100, "max_epochs": 1}))
+    study = load("two-seeds", f"sqlite:///{tmp_path / 'optuna.db'}")
+    (trial,) = study.trials
+    assert study.user_attrs["search_space"]["seeds_per_trial"] == "2"
+    client = mlflow.MlflowClient()
+    runs = sorted(child_runs([summary["parent_run_id"]]), key=lambda r: r.data.tags["trial_seed"])
+    assert [r.info.run_name for r in runs] == ["trial-0-seed0", "trial-0-seed1"]
+    assert [r.data.params["seed"] for r in runs] == ["0", "1"]
+    assert {r.data.params["split_seed"] for r in runs} == {"0"}  # one split for both
+    assert len({tuple(sorted(i.dataset.digest for i in r.inputs.dataset_inputs))
+                for r in runs}) == 1
+    values = [r.data.metrics["best_val_accuracy"] for r in runs]
+    assert trial.value == pytest.approx(np.mean(values))
+    assert trial.user_attrs["seed_values"] == pytest.approx(values)
+    assert trial.user_attrs["mlflow_run_ids"] == [r.info.run_id for r in runs]
+    histories = [[m.value for m in sorted(client.get_metric_history(r.info.run_id,
+                                                                    OBJECTIVE_METRIC),
+                                          key=lambda m: m.step)] for r in runs]
+    assert trial.intermediate_values == pytest.approx(
+        {e + 1: np.mean([h[e] for h in histories]) for e in range(len(histories[1]))})
+    epochs = sum(int(r.data.metrics["epochs_run"]) for r in runs)
+    parent = client.get_run(summary["parent_run_id"])
+    assert trial.user_attrs["trial_epochs"] == epochs == parent.data.metrics["trial_epochs"]
+    assert parent.data.metrics["trial_seconds"] > 0
+    assert parent.data.params["seeds_per_trial"] == "2"
+    assert parent.data.tags["run_kind"] == "tuning"
+    # the seed with the better validation accuracy stands for the trial
+    assert trial.user_attrs["mlflow_run_id"] == runs[int(np.argmax(values))].info.run_id
+    assert {r.data.tags["trial_state"] for r in runs} == {"COMPLETE"}
+
+
+def test_pruners_by_name() -> None:
+    assert isinstance(make_pruner("median", 8), optuna.pruners.MedianPruner)
+    hyperband = make_pruner("hyperband", 8)
+    assert isinstance(hyperband, optuna.pruners.HyperbandPruner)
+    assert (hyperband._min_resource, hyperband._max_resource) == (PRUNER_WARMUP_EPOCHS + 1, 8)
+    assert isinstance(make_pruner("none", 8), optuna.pruners.NopPruner)
+    assert build_parser().parse_args(["--pruner", "hyperband"]).pruner == "hyperband"
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--n-trials", "0"], "n_trials must be a positive integer, got 0"),
     (["--n-trials", "-3"], "n_trials must be a positive integer, got -3"),
@@ -286,6 +332,8 @@ def test_default_pruner_spares_warm_up_epochs_and_compares_at_equal_epochs() -> 
     (["--max-epochs", "0"], "max_epochs must be a positive integer, got 0"),
     (["--timeout", "-1"], "timeout must be a number of seconds >= 0"),
     (["--model", "alexnet"], "unknown model 'alexnet'"),
+    (["--pruner", "sometimes"], "pruner must be one of median, hyperband, none"),
+    (["--seeds-per-trial", "0"], "seeds_per_trial must be a positive integer, got 0"),
     (["--dataset", "imagenet"], "unknown dataset 'imagenet'"),
     (["--storage", "redis://localhost/0"], "unknown storage scheme 'redis'"),
     (["--storage", "optuna.db"], "storage 'optuna.db' is not a database URL"),
@@ -337,8 +385,25 @@ def test_mlproject_tune_entry_mirrors_the_command_line() -> None:
         assert p["default"] == defaults[name], name
         assert f"--{name.replace('_', '-')} {{{name}}}" in spec["command"], name
     assert {"dataset", "data_dir", "n_trials", "timeout", "max_epochs", "study_name", "storage",
-            "seed", "precision"} == set(spec["parameters"])
+            "seed", "precision", "pruner", "seeds_per_trial"} == set(spec["parameters"])
     assert spec["command"].startswith("python -m tuning.optuna_resnet")
+
+
+def test_mlproject_generic_tuning_entry_mirrors_python_m_tuning() -> None:
+    from tuning import cli
+
+    spec = yaml.safe_load((REPO / "MLproject").read_text())["entry_points"]["tune_model"]
+    parser = cli.build_parser("python -m tuning", "", None)
+    defaults = vars(parser.parse_args(["--model", "vgg19"]))
+    assert "default" not in spec["parameters"]["model"]  # required, as --model is
+    for name, p in spec["parameters"].items():
+        assert f"--{name.replace('_', '-')} {{{name}}}" in spec["command"], name
+        if name == "model":
+            continue
+        expected = "." if p["type"] == "path" else p["default"]
+        assert (defaults[name] or ".") == expected if p["type"] == "path" \
+            else defaults[name] == expected, name
+    assert spec["command"].startswith("python -m tuning ")
 
 
 def test_under_mlflow_run_the_launched_run_is_the_parent(

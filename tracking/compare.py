@@ -14,13 +14,17 @@ skipped. A tuning study's parent run among the selected runs gets a section of i
 The report (--output, default outputs/comparison): `comparison.md` with a table per data set
 (test accuracy, macro F1, best epoch / epochs run, training time, images per second, size,
 the runs by id), the ranking with a verdict on each gap (does it exceed the run-to-run
-spread?), the calibration and ranking metrics side by side (ROC AUC, average precision,
-top-k accuracy, ECE, Brier score), which classes each model gets wrong most (by share) and
-which test images every model gets wrong (from the runs' predictions tables, on a test split
-they share); `accuracy_by_model.png`, `curves_by_model.png`, `confusion_matrices.png`,
-`reliability_by_model.png` and `common_mistakes_<dataset>.png`. Everything is logged to a
-run of its own tagged `run_kind=comparison`. With no finished runs to compare it exits with
-status 2.
+spread?), every pair of models judged on the same test images (McNemar's exact test or a
+paired bootstrap, Holm's correction: tracking.paired), in a fair study each model at its
+recipe against it tuned, accuracy against parameters, training seconds and inference latency
+(measured here, --no-latency to skip) with the dominated models marked, the calibration and
+ranking metrics side by side (ROC AUC, average precision, top-k accuracy, ECE, Brier score),
+which classes each model gets wrong most (by share) and which test images every model gets
+wrong (from the runs' predictions tables, on a test split they share);
+`accuracy_by_model.png`, `curves_by_model.png`, `confusion_matrices.png`,
+`reliability_by_model.png`, `common_mistakes_<dataset>.png` and
+`accuracy_vs_cost_<dataset>.png`. Everything is logged to a run of its own tagged
+`run_kind=comparison`. With no finished runs to compare it exits with status 2.
 """
 
 from __future__ import annotations
@@ -43,12 +47,22 @@ from tracking.cli import bad_input_exits, unquote
 from tracking.config import Config
 from tracking.errors import UsageError
 from tracking.evaluate import read_confusion_csv
-from tracking.groups import QUALITY_METRICS, ModelGroup, RunSummary, TuningSummary, group_runs
+from tracking.groups import (
+    QUALITY_METRICS,
+    VARIANT_TAG,
+    ModelGroup,
+    RunSummary,
+    TuningSummary,
+    group_runs,
+    ranked_and_recipes,
+)
+from tracking.latency import run_latency
 from tracking.outcomes import PredictionsError, read_mistake_images, read_predictions
 from tracking.provenance import read_class_names
 from tracking.report import TUNED_METRIC, render_markdown, write_figures
 from tracking.run import launched_experiment, tracked_run
 from tracking.ui import UI_URL_ENV, publish_runs_view, runs_table_url, ui_base_url
+from tracking.verdicts import PairVerdict, paired_verdicts
 
 RUN_KIND_TAG = "run_kind"  # comparison / study runs carry it; training runs do not
 SKIPPED_KINDS = ("comparison", "study", "tuning")
@@ -72,8 +86,11 @@ def is_training_run(run: Run) -> bool:
 
 
 def is_tuning_run(run: Run) -> bool:
-    """A tuning study's parent run (it scored the tuned model on the test split)."""
-    return TUNED_METRIC in run.data.metrics and TRIAL_TAG not in run.data.tags
+    """A tuning study's parent run (tagged so, or it scored the tuned model on the test
+    split)."""
+    tags = run.data.tags
+    return TRIAL_TAG not in tags and (TUNED_METRIC in run.data.metrics
+                                      or tags.get(RUN_KIND_TAG) == "tuning")
 
 
 def search_finished(experiment_ids: Sequence[str], filter_string: str = "") -> list[Run]:
@@ -93,8 +110,9 @@ def select_runs(
     runs = search_finished(experiment_ids, " and ".join(clauses))
     training = [r for r in runs if is_training_run(r)]
     tuning = [r for r in runs if is_tuning_run(r)]
-    if not clauses:  # the latest run of each model on each data set
-        training = _latest(training, lambda r: (param(r, "dataset"), param(r, "model")))
+    if not clauses:  # the latest run of each model (and fair-study variant) on each data set
+        training = _latest(training, lambda r: (param(r, "dataset"), param(r, "model"),
+                                                r.data.tags.get(VARIANT_TAG, "")))
         tuning = _latest(tuning, lambda r: (param(r, "dataset"), param(r, "model")))
     return training, tuning
 
@@ -159,6 +177,8 @@ def summarize(client: mlflow.MlflowClient, run: Run, scratch: str) -> RunSummary
         predictions=predictions,
         mistake_images=(read_mistake_images(run_id, os.path.join(scratch, run_id))
                         if predictions is not None else {}),
+        variant=run.data.tags.get(VARIANT_TAG, ""),
+        best_val_accuracy=metrics.get("best_val_accuracy"),
     )
 
 
@@ -201,14 +221,17 @@ class Report:
     groups: list[ModelGroup]
     tuning: list[TuningSummary]
     markdown: str
+    pairs: dict[str, list[PairVerdict]]  # per data set: every pair of its ranked models
 
 
 def build_report(
     experiment_ids: Sequence[str], output: str | Path = DEFAULT_OUTPUT, *,
     filter_string: str = "", parent_run_id: str = "", title: str = "",
-    ui_base: str | None = None,
+    ui_base: str | None = None, latency: bool = True,
 ) -> Report:
     """Select, read and judge the runs; write comparison.md and the figures into `output`.
+    With `latency`, each ranked model's inference latency is measured here (tracking.latency,
+    from its first run's logged model).
 
     Raises CompareError when no finished training run matches.
     """
@@ -227,28 +250,47 @@ def build_report(
     with tempfile.TemporaryDirectory(prefix="compare-") as scratch:
         groups = group_runs([summarize(client, r, scratch) for r in training])
     tunings = [tuning_summary(r) for r in tuning]
+    pairs = {}
+    for dataset in dict.fromkeys(g.dataset for g in groups):
+        ranked, _ = ranked_and_recipes(groups, dataset)
+        pairs[dataset] = paired_verdicts(ranked)
+        for g in ranked if latency else ():
+            g.latency = run_latency(g.runs[0].run_id)
     selection = ("every run nested under " + parent_run_id[:8] if parent_run_id
                  else f"every run matching `{filter_string}`" if filter_string
                  else "the latest finished run of each model")
     figures = [path.name for path in write_figures(groups, folder)]
     markdown = render_markdown(groups, tunings, figures, experiment=title or ",".join(
-        experiment_ids), selection=selection, ui_base=ui_base_url(ui_base))
+        experiment_ids), selection=selection, ui_base=ui_base_url(ui_base), pairs=pairs)
     path = folder / REPORT_FILE
     path.write_text(markdown)
-    return Report(path, groups, tunings, markdown)
+    return Report(path, groups, tunings, markdown, pairs)
 
 
 def log_report(report: Report) -> None:
     """Log comparison.md and the figures, and one mean/sd metric pair per model, to the
     active run; tag it with the compared run ids."""
     mlflow.log_artifacts(str(report.path.parent))
+    several = len({x.dataset for x in report.groups}) > 1
     metrics = {}
     for g in report.groups:
-        key = f"{g.dataset}.{g.model}" if len({x.dataset for x in report.groups}) > 1 else g.model
+        key = (f"{g.dataset}.{g.model}" if several else g.model) + (
+            f".{g.variant}" if g.variant else "")
         metrics[f"mean_test_accuracy.{key}"] = g.mean
         if g.std is not None:
             metrics[f"sd_test_accuracy.{key}"] = g.std
         metrics[f"runs.{key}"] = g.n
+        if g.latency is not None:
+            metrics[f"latency_ms.{key}"] = g.latency.ms_per_image
+            metrics[f"inference_images_per_second.{key}"] = g.latency.images_per_second
+    for dataset in dict.fromkeys(g.dataset for g in report.groups):
+        ranked, recipes = ranked_and_recipes(report.groups, dataset)
+        prefix = f"{dataset}." if several else ""
+        for rank, g in enumerate(ranked if recipes else (), 1):  # a fair study's
+            metrics[f"rank.{prefix}{g.model}"] = rank
+            recipe = next((r for r in recipes if r.model == g.model), None)
+            if recipe is not None:
+                metrics[f"tuning_gap.{prefix}{g.model}"] = g.mean - recipe.mean
     mlflow.log_metrics(metrics)
     ids = ",".join(r.run_id for g in report.groups for r in g.runs)
     mlflow.set_tag("compared_runs", ids[:5000])
@@ -284,6 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--parent", default="", help="compare every run nested under this run id")
     p.add_argument("--output", default=DEFAULT_OUTPUT, help="folder for the report")
     p.add_argument("--no-log", action="store_true", help="write the files only, log no run")
+    p.add_argument("--no-latency", dest="latency", action="store_false",
+                   help="do not load the models to measure their inference latency")
     p.add_argument("--ui-url", default="",
                    help=f"where the MLflow UI is, for the links (default: the tracking server, "
                         f"${UI_URL_ENV} or http://127.0.0.1:5000)")
@@ -302,7 +346,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             report = build_report(ids, args.output, filter_string=filter_string,
                                   parent_run_id=parent, title=name or "all experiments",
-                                  ui_base=ui_url)
+                                  ui_base=ui_url, latency=args.latency)
         except MlflowException as err:  # a malformed --filter
             raise CompareError(f"cannot search runs with filter {filter_string!r}: "
                                f"{str(err).splitlines()[0]}") from None

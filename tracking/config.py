@@ -39,7 +39,8 @@ class Config:
     learning_rate: float | None = None  # peak learning rate (None = recipe)
     image_size: int = 32  # every image becomes image_size x image_size x 3
     patience: int = 5  # epochs without val_loss improvement before stopping
-    seed: int = 0  # splits, initial weights, shuffling and augmentation
+    seed: int = 0  # initial weights, shuffling and augmentation; the splits too, unless ...
+    split_seed: int | None = None  # ... this is set: the splits' seed (None = seed)
     test_split: float = 0.2  # test share, for data sets without their own test split
     val_split: float = 0.2  # validation share of the training part
     augment: bool | None = None  # random shifts (+ flips where the data allow); None = recipe
@@ -83,8 +84,10 @@ class Config:
                               f"got {self.image_size}")
         if not _is_int(self.patience) or self.patience < 0:
             raise ConfigError(f"patience must be a non-negative integer, got {self.patience!r}")
-        if not _is_int(self.seed) or self.seed < 0:
-            raise ConfigError(f"seed must be a non-negative integer, got {self.seed!r}")
+        for name in ("seed", "split_seed"):
+            value = getattr(self, name)
+            if (value is not None or name == "seed") and (not _is_int(value) or value < 0):
+                raise ConfigError(f"{name} must be a non-negative integer, got {value!r}")
         for name in ("test_split", "val_split"):
             value = getattr(self, name)
             if not _is_number(value) or not 0 < value < 1:
@@ -132,6 +135,13 @@ class Config:
             augment=recipe.augment if self.augment is None else self.augment,
             precision=resolve_precision(self.model, self.precision),
         )
+
+    @property
+    def data_seed(self) -> int:
+        """The seed of this run's splits: `split_seed`, else `seed`. Runs with the same data
+        seed (and data settings) test on the same images, so they can be paired image by
+        image; a study that gives every run one split seed varies only the training seed."""
+        return self.seed if self.split_seed is None else self.split_seed
 
     @property
     def shift(self) -> float:

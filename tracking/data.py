@@ -310,5 +310,5 @@ def load_for(config: Config) -> Dataset:
     """The data set a run of `config` trains on: its data set, folder, image size, splits, seed
     and limit (the one way from a Config to its data)."""
     return load_dataset(config.dataset, config.data_dir or None, config.image_size,
-                        config.test_split, config.val_split, config.seed,
+                        config.test_split, config.val_split, config.data_seed,
                         config.skip_bad_images, config.limit or None)

@@ -1,5 +1,6 @@
 """What a comparison compares: one training run read back (`RunSummary`), the runs of one
-model on one data set (`ModelGroup`, one per seed) and a tuning study's parent run."""
+model on one data set (`ModelGroup`, one per seed; in a fair study one for the model at its
+recipe and one for it tuned), a model's inference latency and a tuning study's parent run."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+
+VARIANT_TAG = "study_variant"  # on a fair study's final runs: RECIPE or TUNED
+RECIPE, TUNED = "recipe", "tuned"
 
 # the calibration and ranking metrics a comparison shows side by side, with their headings
 QUALITY_METRICS = {
@@ -43,6 +47,8 @@ class RunSummary:
     quality: dict[str, float] = field(default_factory=dict)  # QUALITY_METRICS it logged
     predictions: pd.DataFrame | None = None  # its predictions table (tracking.outcomes)
     mistake_images: dict[int, np.ndarray] = field(default_factory=dict)  # test index -> image
+    variant: str = ""  # its VARIANT_TAG: RECIPE or TUNED in a fair study, else ""
+    best_val_accuracy: float | None = None  # validation accuracy of its restored epoch
 
     @property
     def test_digest(self) -> str | None:
@@ -53,16 +59,34 @@ class RunSummary:
 
 
 @dataclass
+class Latency:
+    """Inference cost of one model, measured in the report's process (tracking.latency)."""
+
+    ms_per_image: float  # batch of 1: median wall milliseconds per call
+    images_per_second: float  # at `batch` images per call
+    batch: int
+    device: str  # where it was measured (the backend's device, the CPU or GPU model)
+
+
+@dataclass
 class ModelGroup:
-    """The runs of one model on one data set (one per seed, or a single run)."""
+    """The runs of one model on one data set (one per seed, or a single run); in a fair study
+    the model at its recipe and the model tuned are two groups (`variant`)."""
 
     dataset: str
     model: str
     runs: list[RunSummary]
+    variant: str = ""  # the runs' VARIANT_TAG
+    latency: Latency | None = None  # measured by the report, when the runs logged a model
 
     @property
     def n(self) -> int:
         return len(self.runs)
+
+    @property
+    def label(self) -> str:
+        """How the report names the group: the model, with its variant in a fair study."""
+        return f"{self.model} ({self.variant})" if self.variant else self.model
 
     @property
     def accuracies(self) -> list[float]:
@@ -107,10 +131,22 @@ class TuningSummary:
 
 
 def group_runs(summaries: Sequence[RunSummary]) -> list[ModelGroup]:
-    """One group per (data set, model), best mean test accuracy first within a data set."""
-    groups: dict[tuple[str, str], list[RunSummary]] = {}
+    """One group per (data set, model, variant), best mean test accuracy first within a data
+    set."""
+    groups: dict[tuple[str, str, str], list[RunSummary]] = {}
     for s in summaries:
-        groups.setdefault((s.dataset, s.model), []).append(s)
-    out = [ModelGroup(d, m, sorted(runs, key=lambda r: (r.seed, r.run_id)))
-           for (d, m), runs in groups.items()]
-    return sorted(out, key=lambda g: (g.dataset, -g.mean, g.model))
+        groups.setdefault((s.dataset, s.model, s.variant), []).append(s)
+    out = [ModelGroup(d, m, sorted(runs, key=lambda r: (r.seed, r.run_id)), variant=v)
+           for (d, m, v), runs in groups.items()]
+    return sorted(out, key=lambda g: (g.dataset, -g.mean, g.model, g.variant))
+
+
+def ranked_and_recipes(groups: Sequence[ModelGroup], dataset: str
+                       ) -> tuple[list[ModelGroup], list[ModelGroup]]:
+    """(the groups of `dataset` ranked against each other, the recipe groups set beside
+    them): where a fair study tuned models, the tuned groups are ranked and the recipe groups
+    are their references; otherwise every group is ranked and there are no references."""
+    here = [g for g in groups if g.dataset == dataset]
+    if not any(g.variant == TUNED for g in here):
+        return here, []
+    return ([g for g in here if g.variant == TUNED], [g for g in here if g.variant != TUNED])

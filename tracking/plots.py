@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.colors import ListedColormap, LogNorm  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+from matplotlib.ticker import MaxNLocator, NullFormatter  # noqa: E402
 
 SHARE_FLOOR = 1e-3  # the confusion colour scale's lowest share of a true class (log scale)
 # Blues without its near-white end, so that a cell holding a single error is still coloured
@@ -262,5 +262,37 @@ def reliability_by_model_figure(curves: dict[str, tuple[np.ndarray, np.ndarray, 
            xlim=(0, 1), ylim=(0, 1.005), title=f"Reliability by model ({bins} bins, test)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
+def pareto_figure(labels: Sequence[str], accuracy: Sequence[float],
+                  costs: dict[str, Sequence[float | None]],
+                  dominated: dict[str, Sequence[bool]], title: str = "") -> Figure:
+    """Test accuracy against each cost (one panel per cost, lower is better, log scale): the
+    models on that cost's Pareto front filled and joined by the best accuracy reachable at
+    each cost, the dominated ones hollow. A model with an unknown cost is left out of that
+    panel."""
+    fig, axes = plt.subplots(1, len(costs), figsize=(4.3 * len(costs), 3.9), squeeze=False)
+    for ax, (name, values) in zip(axes[0], costs.items(), strict=True):
+        points = [(c, a, label, d) for c, a, label, d in
+                  zip(values, accuracy, labels, dominated[name], strict=True) if c is not None]
+        for c, a, label, d in points:
+            ax.plot(c, a, "o", ms=8, mec="tab:blue", mfc="white" if d else "tab:blue",
+                    label=None)
+            ax.annotate(label + (" (dominated)" if d else ""), (c, a),
+                        textcoords="offset points", xytext=(5, 4), fontsize=7)
+        front = sorted((c, a) for c, a, _, d in points if not d)
+        if len(front) > 1:
+            ax.plot(*zip(*front, strict=True), "-", color="tab:blue", alpha=0.4,
+                    drawstyle="steps-post")
+        if points and min(c for c, *_ in points) > 0:
+            ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels overlap
+        ax.margins(x=0.25, y=0.15)
+        ax.set_xlabel(f"{name} (lower is better)")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("Test accuracy (mean over runs)")
+    fig.suptitle(title or "Accuracy against cost: hollow = dominated", fontsize=10)
     fig.tight_layout()
     return fig

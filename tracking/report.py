@@ -1,4 +1,10 @@
-"""The comparison report: `comparison.md` and its figures, from the groups of runs."""
+"""The comparison report: `comparison.md` and its figures, from the groups of runs.
+
+Per data set: the table of runs, the ranking with a verdict on each neighbouring gap, every
+pair judged on the same test images (`tracking.paired`), in a fair study each model at its
+recipe against it tuned with the budget spent, accuracy against cost (parameters, training
+seconds, inference latency) with the dominated models marked, calibration, and where the
+models go wrong."""
 
 from __future__ import annotations
 
@@ -11,21 +17,35 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from tracking.evaluate import ECE_BINS, reliability
-from tracking.groups import QUALITY_METRICS, ModelGroup, TuningSummary
+from tracking.groups import QUALITY_METRICS, ModelGroup, TuningSummary, ranked_and_recipes
 from tracking.outcomes import probabilities_of
 from tracking.plots import (
     accuracy_by_model_figure,
     confusion_matrices_figure,
     curves_by_model_figure,
     image_gallery_figure,
+    pareto_figure,
     reliability_by_model_figure,
+)
+from tracking.report_tables import (
+    accuracy_cell,
+    cost_lines,
+    cost_values,
+    fmt,
+    paired_lines,
+    pareto_figure_name,
+    recipe_lines,
+    spread_cell,
 )
 from tracking.ui import run_url
 from tracking.verdicts import (
+    PairVerdict,
     SharedMistakes,
     class_error_sentence,
+    dominators,
     gap_verdict,
     hardest_for_all,
+    paired_verdicts,
     pct,
     shared_mistakes,
 )
@@ -42,57 +62,41 @@ def common_mistakes_figure_name(dataset: str) -> str:
     return f"common_mistakes_{dataset}.png"
 
 
-def _fmt(value: float | None, spec: str) -> str:
-    return "–" if value is None else format(value, spec)
-
-
-def _accuracy_cell(group: ModelGroup, attribute: str = "test_accuracy") -> str:
-    values = [getattr(r, attribute) for r in group.runs if getattr(r, attribute) is not None]
-    return _spread_cell(values)
-
-
-def _spread_cell(values: Sequence[float]) -> str:
-    if not values:
-        return "–"
-    if len(values) == 1:
-        return f"{values[0]:.4f} (single run)"
-    return f"{np.mean(values):.4f} ± {np.std(values, ddof=1):.4f}"
-
-
 def _epochs_cell(group: ModelGroup) -> str:
-    return ", ".join(f"{_fmt(r.best_epoch, 'd')} / {_fmt(r.epochs_run, 'd')}" for r in group.runs)
+    return ", ".join(f"{fmt(r.best_epoch, 'd')} / {fmt(r.epochs_run, 'd')}" for r in group.runs)
 
 
 def render_markdown(groups: Sequence[ModelGroup], tuning: Sequence[TuningSummary],
                     figures: Sequence[str], *, experiment: str, selection: str,
-                    ui_base: str) -> str:
+                    ui_base: str, pairs: dict[str, list[PairVerdict]] | None = None) -> str:
     """The whole comparison.md; `figures` are the file names of the figures written beside it
-    (only those are linked)."""
+    (only those are linked); `pairs` the paired verdicts per data set (None: judged here)."""
     lines = [f"# Model comparison: {experiment}", ""]
     runs = sum(g.n for g in groups)
     lines += [f"{runs} finished training runs ({selection}), compared on "
               f"{time.strftime('%Y-%m-%d %H:%M %Z')}. Test accuracy is on each run's held-out "
               "test split; ± is the sample standard deviation over runs (seeds).", ""]
     for dataset in dict.fromkeys(g.dataset for g in groups):
-        ranked = [g for g in groups if g.dataset == dataset]
+        ranked, recipes = ranked_and_recipes(groups, dataset)
         lines += [f"## {dataset}", "",
                   "| Rank | Model | Data set | Runs | Test accuracy | Macro F1 | "
                   "Best epoch / epochs run | Train s | Images/s | Parameters | Run ids |",
                   "|---:|---|---|---:|---|---|---|---:|---:|---:|---|"]
-        for rank, g in enumerate(ranked, 1):
+        for rank, g in enumerate([*ranked, *recipes], 1):
             links = ", ".join(f"[{r.run_id[:8]}]({run_url(r.experiment_id, r.run_id, ui_base)})"
                               for r in g.runs)
             lines.append(
-                f"| {rank} | {g.model} | {g.dataset} | {g.n} | {_accuracy_cell(g)} | "
-                f"{_accuracy_cell(g, 'f1_macro')} | {_epochs_cell(g)} | "
-                f"{_fmt(g.mean_of('train_seconds'), '.0f')} | "
-                f"{_fmt(g.mean_of('images_per_second'), '.0f')} | "
-                f"{_fmt(g.mean_of('num_params'), ',.0f')} | {links} |")
+                f"| {rank if g in ranked else '–'} | {g.label} | {g.dataset} | {g.n} | "
+                f"{accuracy_cell(g)} | "
+                f"{accuracy_cell(g, 'f1_macro')} | {_epochs_cell(g)} | "
+                f"{fmt(g.mean_of('train_seconds'), '.0f')} | "
+                f"{fmt(g.mean_of('images_per_second'), '.0f')} | "
+                f"{fmt(g.mean_of('num_params'), ',.0f')} | {links} |")
         lines += ["", "Images/s: training throughput, mean over epochs after the first (which "
                   "includes graph tracing); train s: wall time of `fit`. Best epoch: the one "
                   "whose weights early stopping restored.", ""]
         lines += ["### Ranking", ""]
-        lines += [f"{rank}. **{g.model}** {_accuracy_cell(g)}" for rank, g in enumerate(ranked, 1)]
+        lines += [f"{rank}. **{g.label}** {accuracy_cell(g)}" for rank, g in enumerate(ranked, 1)]
         lines.append("")
         if len(ranked) > 1:
             lines += [f"- {gap_verdict(a, b)}" for a, b in zip(ranked, ranked[1:], strict=False)]
@@ -102,6 +106,10 @@ def render_markdown(groups: Sequence[ModelGroup], tuning: Sequence[TuningSummary
                       "original study drew its ranking from, and a gap smaller than the "
                       "seed-to-seed spread says nothing. Rerun with "
                       "several seeds (`python -m tracking.study --seeds 3`).", ""]
+        lines += paired_lines(pairs[dataset] if pairs is not None
+                               else paired_verdicts(ranked))
+        lines += recipe_lines(ranked, recipes, [t for t in tuning if t.dataset == dataset])
+        lines += cost_lines(ranked, pareto_figure_name(dataset) in figures)
         lines += _quality_lines(ranked)
         lines += ["### Where each model goes wrong", ""]
         lines += [f"- {class_error_sentence(g)}" for g in ranked]
@@ -126,7 +134,7 @@ def _quality_lines(ranked: Sequence[ModelGroup]) -> list[str]:
     lines = ["### Calibration and ranking", "",
              "| Model | " + " | ".join(QUALITY_METRICS[k] for k in shown) + " |",
              "|---|" + "---|" * len(shown)]
-    lines += [f"| {g.model} | " + " | ".join(_spread_cell(g.quality_values(k)) for k in shown)
+    lines += [f"| {g.label} | " + " | ".join(spread_cell(g.quality_values(k)) for k in shown)
               + " |" for g in ranked]
     return lines + ["", "On the test split. ROC AUC and average precision: one class against "
                     "the rest, averaged over classes; top-k: the true class among the k most "
@@ -157,7 +165,9 @@ def _tuning_lines(t: TuningSummary, ui_base: str) -> list[str]:
                      if k.startswith("best_"))
     link = f"[{t.run_id[:8]}]({run_url(t.experiment_id, t.run_id, ui_base)})"
     lines = [f"## Tuning: {t.model} on {t.dataset}", "",
-             f"Optuna study `{t.study_name}` (run {link}; trials: {trials or 'unknown'}). "
+             f"Optuna study `{t.study_name}` (run {link}; trials: {trials or 'unknown'}"
+             + (f"; {m['trial_epochs']:.0f} trial-epochs, {m['trial_seconds']:.0f} s"
+                if "trial_epochs" in m and "trial_seconds" in m else "") + "). "
              f"Best trial: {best or 'none complete'}"
              + (f", validation accuracy {m['best_val_accuracy']:.4f}."
                 if "best_val_accuracy" in m else ".")]
@@ -180,7 +190,7 @@ def write_figures(groups: Sequence[ModelGroup], folder: Path) -> list[Path]:
     matrices only when some run logged one, the reliability curves and the images every model
     gets wrong only where runs logged predictions tables)."""
     several = len({g.dataset for g in groups}) > 1
-    label = {id(g): f"{g.model} ({g.dataset})" if several else g.model for g in groups}
+    label = {id(g): f"{g.label} ({g.dataset})" if several else g.label for g in groups}
     figures: dict[str, Figure] = {
         "accuracy_by_model.png": accuracy_by_model_figure(
             [label[id(g)] for g in groups], [g.accuracies for g in groups]),
@@ -202,6 +212,15 @@ def write_figures(groups: Sequence[ModelGroup], folder: Path) -> list[Path]:
         gallery = _common_mistakes_figure([g for g in groups if g.dataset == dataset])
         if gallery is not None:
             figures[common_mistakes_figure_name(dataset)] = gallery
+        ranked, _ = ranked_and_recipes(groups, dataset)
+        costs = cost_values(ranked)
+        if len(ranked) > 1 and any(any(c is not None for c in v) for v in costs.values()):
+            accuracy = [g.mean for g in ranked]
+            figures[pareto_figure_name(dataset)] = pareto_figure(
+                [g.label for g in ranked], accuracy, costs,
+                {name: [bool(d) for d in dominators(accuracy, [[c] for c in values])]
+                 for name, values in costs.items()},
+                title=f"{dataset}: test accuracy against cost (hollow: dominated on that cost)")
     paths = []
     for name, fig in figures.items():
         path = folder / name

@@ -1,14 +1,26 @@
 """The whole study in one command: every model, several seeds, optional tuning, one report.
 
     python -m tracking.study [--dataset fashion_mnist] [--seeds 3] [--tune]
-    mlflow run . -e study -P dataset=fashion_mnist [-P seeds=3] [-P tune=true]
+    python -m tracking.study --tune-budget 6x8 --seeds 3 [--pruner hyperband]   # the fair one
+    mlflow run . -e study -P dataset=fashion_mnist [-P seeds=3] [-P tune_budget=6x8]
 
 One parent run (`study-<dataset>`, tagged `run_kind=study`) holds a nested training run per
 model and seed (`<model>-<dataset>-seed<k>`, seeds 0..N-1, each model at its recipe). With
 --tune the ResNet-50 study of `tuning.optuna_resnet` runs as well and is filed under the
 parent. Last, `tracking.compare` judges the nested runs (mean ± sd per model, whether each
-gap exceeds the seed-to-seed spread, the classes each model gets wrong) and the report
-(`comparison.md` and its figures) is logged to the parent and written to --output.
+gap exceeds the seed-to-seed spread, every pair on the same test images, the classes each
+model gets wrong) and the report (`comparison.md` and its figures) is logged to the parent
+and written to --output.
+
+The fair study (--tune-budget TRIALSxMAX_EPOCHS): every model gets one Optuna study with the
+same number of trials, the same epoch bound, the same pruner and seeds per trial, all on one
+data split (the splits of --split-seed, whose seed and the next seeds_per_trial - 1 the trials
+train with); the trials never see the test split. Then every model is trained at its recipe
+and at its best tuned setting over --seeds new seeds (after the tuning seeds), on that same
+split, tagged `study_variant` recipe / tuned: the only runs scored on the test split. The
+report ranks the tuned models, sets each against its recipe and says what each tuning study
+spent; the tuned model with the best mean validation accuracy is then put to
+`tracking.promote` (champion or challenger of `<dataset>-classifier`) unless --promote false.
 
 --models, --epochs and --limit shrink the study for smoke tests. Bad settings exit with
 status 2 before any run exists; a model whose training is stopped (a NaN loss) is reported and
@@ -27,6 +39,7 @@ from typing import Any
 
 import keras
 import mlflow
+import numpy as np
 
 from models import MODELS
 from tracking.callbacks import StopRun
@@ -39,14 +52,17 @@ from tracking.cli import (
     sigterm_as_interrupt,
     unquote,
 )
-from tracking.compare import RUN_KIND_TAG, CompareError, build_report, log_report
+from tracking.compare import RUN_KIND_TAG, CompareError, Report, build_report, log_report
 from tracking.config import Config, ConfigError, param_text
 from tracking.data import Dataset, load_for
+from tracking.groups import RECIPE, TUNED, VARIANT_TAG
+from tracking.promote import PromoteError, format_promotion, promote
 from tracking.provenance import log_params_once
 from tracking.run import launched_experiment, tracked_run
 from tracking.train import train
 from tracking.ui import publish_runs_view, runs_table_url
-from tuning.study import TuneConfig
+from tuning.space import trial_config
+from tuning.study import PRUNERS, TuneConfig
 from tuning.study import run_study as run_tuning_study
 
 STUDY_KIND = "study"  # value of the run_kind tag on the parent run
@@ -69,23 +85,56 @@ class StudyConfig:
     precision: str = "auto"  # Keras dtype policy of every run (tracking.precision)
     experiment: str = Config().experiment  # MLflow experiment
     output: str = DEFAULT_OUTPUT  # folder for comparison.md and the figures
+    tune_budget: tuple[int, int] | None = None  # (trials, max epochs) per model: fair study
+    pruner: str = "median"  # of every tuning study (tuning.study.PRUNERS)
+    seeds_per_trial: int = 1  # seeds each trial trains (its value is their mean)
+    split_seed: int = 0  # fair study: the one data split, and the tuning's first seed
+    promote: bool = True  # fair study: champion or challenger for its best tuned model
 
     def __post_init__(self) -> None:
-        for name in ("seeds", "tune_trials", "tune_max_epochs"):
+        for name in ("seeds", "tune_trials", "tune_max_epochs", "seeds_per_trial"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if self.tune_budget is not None and (
+                len(self.tune_budget) != 2 or any(
+                    not isinstance(v, int) or isinstance(v, bool) or v < 1
+                    for v in self.tune_budget)):
+            raise ConfigError(f"tune_budget must be two positive integers (trials, max "
+                              f"epochs), got {self.tune_budget!r}")
+        if self.tune_budget is not None and self.tune:
+            raise ConfigError("--tune (ResNet-50 alone) and --tune-budget (every model) "
+                              "exclude each other")
+        if self.pruner not in PRUNERS:
+            raise ConfigError(f"pruner must be one of {', '.join(PRUNERS)}, got "
+                              f"{self.pruner!r}")
+        if not isinstance(self.split_seed, int) or self.split_seed < 0:
+            raise ConfigError(f"split_seed must be a non-negative integer, got "
+                              f"{self.split_seed!r}")
         if not self.models:
             raise ConfigError("models must name at least one model")
         if len(set(self.models)) != len(self.models):
             raise ConfigError(f"models must not repeat, got {','.join(self.models)}")
 
-    def run_configs(self, seed: int) -> list[Config]:
-        """The training Config of every model for one seed (raises ConfigError on bad input)."""
+    @property
+    def fair(self) -> bool:
+        return self.tune_budget is not None
+
+    def seed_list(self) -> list[int]:
+        """The training seeds of the runs scored on the test split: 0..N-1, or in the fair
+        study the N seeds after the tuning's (split_seed .. split_seed + seeds_per_trial - 1)."""
+        first = self.split_seed + self.seeds_per_trial if self.fair else 0
+        return list(range(first, first + self.seeds))
+
+    def run_configs(self, seed: int, variant: str = "") -> list[Config]:
+        """The training Config of every model for one seed (raises ConfigError on bad input);
+        in the fair study all on the split of split_seed, named by `variant`."""
+        fair = {"split_seed": self.split_seed} if self.fair else {}
+        tail = f"-{variant}" if variant else ""
         return [Config(model=m, dataset=self.dataset, data_dir=self.data_dir, epochs=self.epochs,
                        seed=seed, limit=self.limit, experiment=self.experiment,
-                       precision=self.precision,
-                       run_name=f"{m}-{self.dataset}-seed{seed}") for m in self.models]
+                       precision=self.precision, **fair,
+                       run_name=f"{m}-{self.dataset}{tail}-seed{seed}") for m in self.models]
 
     def to_params(self) -> dict[str, str]:
         return {"dataset": self.dataset, "data_dir": self.data_dir,
@@ -93,36 +142,49 @@ class StudyConfig:
                 "epochs": param_text(self.epochs), "limit": str(self.limit),
                 "tune": param_text(self.tune), "tune_trials": str(self.tune_trials),
                 "tune_max_epochs": str(self.tune_max_epochs), "tune_model": self.tune_model,
-                "precision": self.precision}
+                "precision": self.precision,
+                "tune_budget": "x".join(map(str, self.tune_budget or ())) or "none",
+                "pruner": self.pruner, "seeds_per_trial": str(self.seeds_per_trial),
+                "split_seed": str(self.split_seed),
+                "final_seeds": ",".join(map(str, self.seed_list()))}
 
 
 def load(config: StudyConfig, seed: int) -> Dataset:
+    """The data of one seed's runs (the fair study: the one split, whatever the seed)."""
     return load_for(config.run_configs(seed)[0])
 
 
 def run_study(config: StudyConfig, *, first_data: Dataset | None = None) -> dict[str, Any]:
     """Train every model for every seed under one parent run, optionally tune, then compare.
 
-    Under `mlflow run` the launched run (MLFLOW_RUN_ID) is the parent. Returns parent_run_id,
-    run_ids, failed ({run name: reason}), tuning (its summary or None), report (the
-    tracking.compare.Report) and study_seconds.
+    Under `mlflow run` the launched run (MLFLOW_RUN_ID) is the parent. `first_data` is the
+    first seed's data (the fair study's one split). Returns parent_run_id, run_ids, failed
+    ({run name: reason}), tuning (the ResNet-50 study's summary or None; in the fair study
+    {model: summary or None}), report (the tracking.compare.Report), promotion (the fair
+    study's tracking.promote.Promotion, or None) and study_seconds.
     """
     started = time.monotonic()
     config = replace(config, experiment=launched_experiment(config.experiment))
     run_ids: list[str] = []
     failed: dict[str, str] = {}
-    tuning = None
+    tuning: Any = None
+    promotion = None
     tags = {RUN_KIND_TAG: STUDY_KIND, "dataset": config.dataset}
     with tracked_run(config.experiment, f"study-{config.dataset}", tags=tags) as parent:
         parent_id, experiment_id = parent.info.run_id, parent.info.experiment_id
         log_params_once(config.to_params())
-        for seed in range(config.seeds):
-            data = first_data if seed == 0 and first_data is not None else load(config, seed)
-            for run_config in config.run_configs(seed):
+        if config.fair:  # one split for every study and run; the test split only at the end
+            data = first_data or load(config, config.split_seed)
+            tuning = {m: run_tuning(config, parent_id, m, data) for m in config.models}
+            log_budgets(tuning)
+        for seed in config.seed_list():
+            if not config.fair:
+                data = first_data if seed == 0 and first_data is not None else load(config, seed)
+            for run_config, tags in final_runs(config, seed, tuning if config.fair else {}):
                 keras.backend.clear_session()
                 print(f"study: training {run_config.run_name}", file=sys.stderr, flush=True)
                 try:
-                    run_ids.append(train(run_config, data)["run_id"])
+                    run_ids.append(train(run_config, data, tags=tags)["run_id"])
                 except StopRun as stop:
                     failed[run_config.run_name] = stop.reason
                     print(f"study: {run_config.run_name} stopped: {stop.reason}",
@@ -131,40 +193,101 @@ def run_study(config: StudyConfig, *, first_data: Dataset | None = None) -> dict
             mlflow.set_tag("failed_runs", "; ".join(f"{k}: {v}" for k, v in failed.items()))
         if config.tune:
             keras.backend.clear_session()
-            tuning = run_tuning(config, parent_id)
+            tuning = run_tuning(config, parent_id, config.tune_model)
         report = build_report([experiment_id], config.output, parent_run_id=parent_id,
                               title=f"{config.experiment} / study-{config.dataset}")
         log_report(report)
+        if config.fair and config.promote:
+            promotion = promote_best(report)
         mlflow.log_metric("study_seconds", time.monotonic() - started)
         publish_runs_view(experiment_id, expanded=[parent_id])
         mlflow.set_tag("runs_table", runs_table_url(experiment_id))
     return {"parent_run_id": parent_id, "run_ids": run_ids, "failed": failed,
-            "tuning": tuning, "report": report, "study_seconds": time.monotonic() - started}
+            "tuning": tuning, "report": report, "promotion": promotion,
+            "study_seconds": time.monotonic() - started}
 
 
-def run_tuning(config: StudyConfig, parent_run_id: str) -> dict[str, Any] | None:
-    """The Optuna study of `config.tune_model` (tuning.study), its run nested in the study's.
+def final_runs(config: StudyConfig, seed: int, tuning: dict[str, dict[str, Any] | None]
+               ) -> list[tuple[Config, dict[str, str] | None]]:
+    """(Config, tags) of one seed's runs: every model at its recipe; in the fair study also
+    every model at its best tuned setting (when its study completed a trial)."""
+    if not config.fair:
+        return [(c, None) for c in config.run_configs(seed)]
+    out = []
+    for recipe, tuned in zip(config.run_configs(seed, RECIPE), config.run_configs(seed, TUNED),
+                             strict=True):
+        out.append((recipe, {VARIANT_TAG: RECIPE}))
+        summary = tuning.get(recipe.model)
+        if summary and summary.get("best_params"):
+            # the study's epochs bound the tuned run, not --epochs (which shrinks recipes)
+            point = dict(summary["best_params"])
+            out.append((trial_config(replace(tuned, epochs=None), point, tuned.run_name),
+                        {VARIANT_TAG: TUNED, "tuning_run_id": summary["parent_run_id"],
+                         "tuned_trial": str(summary["best_trial"])}))
+    return out
+
+
+def log_budgets(tuning: dict[str, dict[str, Any] | None]) -> None:
+    """What each model's tuning study spent, as metrics of the study's run."""
+    for model, summary in tuning.items():
+        if summary is None:
+            continue
+        mlflow.log_metrics({f"{key}.{model}": float(summary[key]) for key in (
+            "trials_complete", "trials_pruned", "trials_fail", "trial_epochs",
+            "trial_seconds")})
+
+
+def run_tuning(config: StudyConfig, parent_run_id: str, model: str,
+               data: Dataset | None = None) -> dict[str, Any] | None:
+    """The Optuna study of `model` (tuning.study), its run nested in the study's: in the fair
+    study with its budget on the split of `data`, the test split left to the final runs.
 
     Returns its summary, None if tuning failed (the trained models still get their report;
     the reason is tagged on the study's run).
     """
-    tune = TuneConfig(model=config.tune_model, dataset=config.dataset, data_dir=config.data_dir,
-                      n_trials=config.tune_trials, max_epochs=config.tune_max_epochs,
-                      study_name=f"{config.tune_model}-{config.dataset}-study-"
-                                 f"{parent_run_id[:8]}",
+    trials, max_epochs = config.tune_budget or (config.tune_trials, config.tune_max_epochs)
+    tune = TuneConfig(model=model, dataset=config.dataset, data_dir=config.data_dir,
+                      n_trials=trials, max_epochs=max_epochs,
+                      study_name=f"{model}-{config.dataset}-study-{parent_run_id[:8]}",
                       experiment=config.experiment, limit=config.limit,
-                      precision=config.precision)
+                      precision=config.precision, pruner=config.pruner,
+                      seeds_per_trial=config.seeds_per_trial,
+                      seed=config.split_seed if config.fair else 0,
+                      final_test=not config.fair)
     print(f"study: tuning {tune.model} ({tune.n_trials} trials)", file=sys.stderr, flush=True)
     try:
-        summary = run_tuning_study(tune)
+        summary = run_tuning_study(tune, data=data)
     except Exception as err:  # noqa: BLE001 - the trained models still get their report
         reason = f"{type(err).__name__}: {err}".splitlines()[0][:250]
-        mlflow.set_tag("tuning_failed", reason)
-        print(f"study: tuning failed ({reason}); reporting the training runs",
+        mlflow.set_tag(f"tuning_failed.{model}" if config.fair else "tuning_failed", reason)
+        print(f"study: tuning {model} failed ({reason}); reporting the training runs",
               file=sys.stderr)
         return None
-    mlflow.set_tag("tuning_run_id", summary["parent_run_id"])
+    mlflow.set_tag(f"tuning_run_id.{model}" if config.fair else "tuning_run_id",
+                   summary["parent_run_id"])
     return summary
+
+
+def promote_best(report: Report) -> Any:
+    """tracking.promote for the tuned model with the best mean validation accuracy (chosen
+    on validation, so the test split judges it unbiased), with all its runs; the decision
+    is tagged on the study's run. None when nothing was tuned or the promotion is refused
+    (another test split than the champion's: the tag `promotion` says so)."""
+    tuned = [g for g in report.groups if g.variant == TUNED
+             and all(r.best_val_accuracy is not None for r in g.runs)]
+    if not tuned:
+        return None
+    best = max(tuned, key=lambda g: np.mean([r.best_val_accuracy for r in g.runs]))
+    lead = max(best.runs, key=lambda r: r.best_val_accuracy)
+    try:
+        promotion = promote(lead.run_id, [r.run_id for r in best.runs])
+    except PromoteError as err:
+        mlflow.set_tag("promotion", f"refused: {err}"[:5000])
+        print(f"study: promotion refused: {err}", file=sys.stderr)
+        return None
+    mlflow.set_tag("promotion", format_promotion(promotion)[:5000])
+    print(f"study: {format_promotion(promotion)}", file=sys.stderr)
+    return promotion
 
 
 # --------------------------------------------------------------------------- command line
@@ -177,7 +300,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", default=d.dataset)
     p.add_argument("--data-dir", default=d.data_dir)
     p.add_argument("--seeds", type=number(int, "seeds"), default=d.seeds,
-                   help="runs per model (seeds 0..N-1)")
+                   help="runs per model (seeds 0..N-1; the fair study: the N seeds after the "
+                        "tuning's)")
     p.add_argument("--tune", type=boolean("tune"), nargs="?", const=True, default=d.tune,
                    help="also run the ResNet-50 Optuna study")
     p.add_argument("--tune-trials", type=number(int, "tune trials"), default=d.tune_trials)
@@ -195,7 +319,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", default=d.precision,
                    help="float32, mixed_bfloat16, mixed_float16 or auto, for every run")
     p.add_argument("--output", default=d.output, help="folder for comparison.md and figures")
+    p.add_argument("--tune-budget", type=budget, default=d.tune_budget,
+                   metavar="TRIALSxMAX_EPOCHS",
+                   help="the fair study: every model tuned with this many trials of at most "
+                        "this many epochs (e.g. 6x8), then recipe and tuned over --seeds")
+    p.add_argument("--pruner", default=d.pruner,
+                   help=f"of every tuning study: {', '.join(PRUNERS)}")
+    p.add_argument("--seeds-per-trial", type=number(int, "seeds per trial"),
+                   default=d.seeds_per_trial, help="seeds each tuning trial trains (mean)")
+    p.add_argument("--split-seed", type=number(int, "split seed"), default=d.split_seed,
+                   help="fair study: seed of the one data split (and the tuning's first seed)")
+    p.add_argument("--promote", type=boolean("promote"), nargs="?", const=True,
+                   default=d.promote,
+                   help="fair study: champion or challenger for its best tuned model "
+                        "(tracking.promote); false: register nothing")
     return p
+
+
+def budget(text: str) -> tuple[int, int] | None:
+    """argparse type: TRIALSxMAX_EPOCHS (6x8) as (6, 8); "", none or 0 for no budget."""
+    value = unquote(text).lower()
+    if value in ("", "none", "0"):
+        return None
+    trials, _, epochs = value.partition("x")
+    try:
+        return int(trials), int(epochs)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"tune budget must be TRIALSxMAX_EPOCHS such as 6x8, "
+                                         f"got {text!r}") from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -210,10 +361,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                              tune_max_epochs=args.tune_max_epochs,
                              tune_model=unquote(args.tune_model),
                              precision=unquote(args.precision),
-                             experiment=unquote(args.experiment), output=args.output)
-        for seed in range(config.seeds):
+                             experiment=unquote(args.experiment), output=args.output,
+                             tune_budget=args.tune_budget, pruner=unquote(args.pruner),
+                             seeds_per_trial=args.seeds_per_trial, split_seed=args.split_seed,
+                             promote=args.promote)
+        for seed in config.seed_list():
             config.run_configs(seed)  # validates every run before any starts
-        first = load(config, 0)
+        first = load(config, config.seed_list()[0])
     with sigterm_as_interrupt():  # `kill` ends the runs like Ctrl-C
         try:
             result = run_study(config, first_data=first)
@@ -225,6 +379,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
     report = result["report"]
     print(report.markdown)
+    if result["promotion"] is not None:
+        print(format_promotion(result["promotion"]))
     print(f"study: parent run {result['parent_run_id']}, {len(result['run_ids'])} runs, "
           f"{len(result['failed'])} stopped, {result['study_seconds']:.0f} s; "
           f"report {report.path.resolve()}", file=sys.stderr)

@@ -162,6 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--patience", type=number(int, "patience"), default=d.patience,
                    help="early-stopping patience in epochs, on val_loss")
     p.add_argument("--seed", type=number(int, "seed"), default=d.seed)
+    p.add_argument("--split-seed", type=auto_or_number(int, "split seed"), metavar="SEED",
+                   default=d.split_seed, help="seed of the splits alone (default: --seed)")
     p.add_argument("--test-split", type=number(float, "test split"), default=d.test_split)
     p.add_argument("--val-split", type=number(float, "validation split"), default=d.val_split)
     p.add_argument("--augment", type=boolean("augment", auto=True), default=d.augment,

@@ -1,6 +1,8 @@
 """Verdicts on a comparison: is a gap between two models larger than their seed-to-seed
-spread, which classes does each model get wrong, and which test images do all of them get
-wrong. Statistics from SciPy."""
+spread, is every pair of models separated on the same test images (paired tests, Holm's
+correction: `tracking.paired`), which models no other beats on both accuracy and a cost
+(Pareto), which classes does each model get wrong, and which test images do all of them get
+wrong. Statistics from SciPy and statsmodels."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from scipy import stats
 
 from tracking.groups import ModelGroup, RunSummary
 from tracking.outcomes import probabilities_of
+from tracking.paired import ALPHA, PairedResult, correctness, holm, paired_difference
 
 TOP_CLASSES = 3  # classes named per model in the per-class view
 
@@ -27,9 +30,9 @@ def gap_verdict(better: ModelGroup, worse: ModelGroup) -> str:
     With a single run on either side there is no spread to compare against.
     """
     gap = better.mean - worse.mean
-    head = f"**{better.model}** over **{worse.model}**: {pct(gap)} points"
+    head = f"**{better.label}** over **{worse.label}**: {pct(gap)} points"
     if better.n < 2 or worse.n < 2:
-        singles = [g.model for g in (better, worse) if g.n < 2]
+        singles = [g.label for g in (better, worse) if g.n < 2]
         return (f"{head}; {' and '.join(singles)} "
                 f"{'has' if len(singles) == 1 else 'have'} a single run, so the seed-to-seed "
                 "spread is unknown and this gap may be noise.")
@@ -59,6 +62,112 @@ def _welch_p(a: Sequence[float], b: Sequence[float]) -> float | None:
 def pct(value: float | None) -> str:
     """An accuracy difference in percentage points."""
     return "?" if value is None else f"{100 * value:.2f}"
+
+
+# --------------------------------------------------------------------------- paired tests
+
+
+@dataclass
+class PairVerdict:
+    """Model `a` against model `b` on the test split they share most runs on."""
+
+    a: ModelGroup
+    b: ModelGroup
+    result: PairedResult | None  # None: no test split with predictions tables of both
+    split: str = ""  # its digest
+    p_holm: float | None = None  # the p-value after Holm's correction over the family
+
+    @property
+    def separated(self) -> bool:
+        """Corrected p below ALPHA and an interval that leaves out zero."""
+        r = self.result
+        return (r is not None and self.p_holm is not None and self.p_holm < ALPHA
+                and (r.ci_low > 0 or r.ci_high < 0))
+
+
+def shared_split(a: ModelGroup, b: ModelGroup
+                 ) -> tuple[str, list[RunSummary], list[RunSummary]] | None:
+    """(digest, a's runs on it, b's runs on it) for the test split with the most runs of the
+    smaller side (then of both), among the runs that logged predictions; None if none."""
+    def on(group: ModelGroup, digest: str) -> list[RunSummary]:
+        return [r for r in group.runs if r.predictions is not None and r.test_digest == digest]
+
+    digests = ({r.test_digest for r in a.runs if r.predictions is not None}
+               & {r.test_digest for r in b.runs if r.predictions is not None}) - {None}
+    if not digests:
+        return None
+    best = max(sorted(digests), key=lambda d: (min(len(on(a, d)), len(on(b, d))),
+                                               len(on(a, d)) + len(on(b, d))))
+    return best, on(a, best), on(b, best)
+
+
+def judge_pair(a: ModelGroup, b: ModelGroup) -> PairVerdict:
+    """The paired test of a against b (tracking.paired), uncorrected."""
+    found = shared_split(a, b)
+    if found is None:
+        return PairVerdict(a, b, None)
+    digest, runs_a, runs_b = found
+    result = paired_difference(correctness([r.predictions for r in runs_a]),
+                               correctness([r.predictions for r in runs_b]),
+                               [r.test_accuracy for r in runs_a],
+                               [r.test_accuracy for r in runs_b])
+    return PairVerdict(a, b, result, digest)
+
+
+def corrected(verdicts: list[PairVerdict]) -> list[PairVerdict]:
+    """`verdicts` with Holm's correction over those that have a p-value."""
+    tested = [v for v in verdicts if v.result is not None]
+    for v, p in zip(tested, holm([v.result.p_value for v in tested]), strict=True):
+        v.p_holm = p
+    return verdicts
+
+
+def paired_verdicts(ranked: Sequence[ModelGroup]) -> list[PairVerdict]:
+    """Every pair of `ranked` (better-ranked first), judged on the same test images, p-values
+    corrected across all pairs (Holm)."""
+    return corrected([judge_pair(a, b) for i, a in enumerate(ranked) for b in ranked[i + 1:]])
+
+
+def needed_text(verdict: PairVerdict) -> str:
+    """What would separate a pair that is not: test images and runs per model."""
+    r = verdict.result
+    if r is None or r.difference == 0:
+        return "no difference to separate"
+    parts = []
+    if r.images_needed is not None:
+        parts.append(f"about {_count(r.images_needed)} test images (here {r.images})")
+    if r.seeds_needed is not None:
+        parts.append(f"about {_count(r.seeds_needed)} runs per model (here "
+                     f"{r.runs_a} and {r.runs_b})")
+    if not parts:
+        return "the runs' spread is unknown"
+    return " or ".join(parts) + " would separate a difference this size"
+
+
+def _count(n: float) -> str:
+    return f"{math.ceil(n):,}" if n < 1e6 else "more than a million"
+
+
+# --------------------------------------------------------------------------- cost
+
+
+def dominators(accuracy: Sequence[float], costs: Sequence[Sequence[float | None]]
+               ) -> list[list[int]]:
+    """For each model i, the models j that dominate it: at least as accurate and at most as
+    costly on every cost both know (`costs[i]`, lower is better; None = not measured),
+    strictly better on one. Two models with no known cost in common are not compared."""
+    out: list[list[int]] = []
+    for i in range(len(accuracy)):
+        beaten_by = []
+        for j in range(len(accuracy)):
+            pairs = [(cj, ci) for cj, ci in zip(costs[j], costs[i], strict=True)
+                     if cj is not None and ci is not None]
+            if (j != i and pairs and accuracy[j] >= accuracy[i]
+                    and all(cj <= ci for cj, ci in pairs)
+                    and (accuracy[j] > accuracy[i] or any(cj < ci for cj, ci in pairs))):
+                beaten_by.append(j)
+        out.append(beaten_by)
+    return out
 
 
 # --------------------------------------------------------------------------- per class

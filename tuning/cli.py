@@ -27,14 +27,14 @@ def build_parser(prog: str, description: str, model: str | None) -> argparse.Arg
     p = argparse.ArgumentParser(prog=prog, description=description, epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=model, required=model is None,
-                   help=f"the model tuned: {', '.join(MODELS)}")
+                   help=f"one of {', '.join(MODELS)}")
     p.add_argument("--dataset", default=d.dataset, help=f"one of {', '.join(LOADERS)}")
     p.add_argument("--data-dir", default=d.data_dir,
                    help="folder data set, or the folder holding Fashion-MNIST's IDX files")
     p.add_argument("--n-trials", type=number(int, "n-trials"), default=d.n_trials,
                    help="total trials of the study over all workers (complete + pruned)")
     p.add_argument("--timeout", type=number(float, "timeout"), default=d.timeout,
-                   help="seconds after which this worker starts no new trial (0 = none)")
+                   help="seconds after which no trial starts here (0 = none)")
     p.add_argument("--max-epochs", type=number(int, "max-epochs"), default=d.max_epochs,
                    help="upper bound of the tuned epochs")
     p.add_argument("--study-name", default=d.study_name,
@@ -48,6 +48,10 @@ def build_parser(prog: str, description: str, model: str | None) -> argparse.Arg
                    help="keep at most this many training images (0 = all), for smoke runs")
     p.add_argument("--precision", default=d.precision,
                    help=f"one of {', '.join(PRECISIONS)}, for every trial")
+    p.add_argument("--pruner", default=d.pruner, metavar="NAME",
+                   help="median (few trials), hyperband (many trials) or none")
+    p.add_argument("--seeds-per-trial", type=number(int, "seeds per trial"), metavar="K",
+                   default=d.seeds_per_trial, help="seeds per trial; its value is their mean")
     p.add_argument("--create-only", action="store_true",
                    help="create the study and the MLflow tables, then exit (before workers)")
     # internals of the lost-worker retry, for tests (README: "Many workers, one study")

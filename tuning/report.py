@@ -1,12 +1,16 @@
 """What a tuning worker reports when it finishes: the study as it stands, the best trial's
 model scored once on the test split (next to the baseline trial's), and the registry.
 
-Into the worker's parent run: `trials_complete/pruned/fail/running/waiting`, `trials.csv`,
+Into the worker's parent run: `trials_complete/pruned/fail/running/waiting`, the budget
+spent (`trial_epochs`, `trial_seconds`: epochs trained and wall seconds over every trial and
+seed), `trials.csv`,
 Optuna's optimisation plots, `best_*` params, `best_val_accuracy`, the tuned model's test
 evaluation (`tuned_test_*`, with every figure and table a training run's evaluation logs,
 and `class_names.json`: `tracking.evaluate.log_evaluation`) and the baseline's metrics
 (`baseline_test_*`); the best trial's model registered as `<model>-tuned` (a new version
-only when the best trial changed).
+only when the best trial changed). Without the final test (`final_test=False`, the fair
+study: its final runs alone see the test split) the study is reported on validation only and
+nothing is registered.
 """
 
 from __future__ import annotations
@@ -21,10 +25,10 @@ import optuna
 from mlflow.entities.model_registry import ModelVersion
 from optuna.trial import FrozenTrial, TrialState
 from optuna.visualization import matplotlib as vis
-from scipy import stats
 
 from tracking.data import Dataset
 from tracking.evaluate import Evaluation, evaluate, evaluation_metrics, log_evaluation
+from tracking.paired import chance_p_value
 from tracking.provenance import log_class_names, split_digest
 from tracking.serving import load_logged_classifier
 from tuning.storage import RUN_ID_ATTR
@@ -34,6 +38,8 @@ CHANCE_ALPHA = 0.05  # a best trial not better than chance at this level is not 
 MAX_TAG = 250
 MODEL_URI_ATTR = "mlflow_model_uri"  # trial user attribute: the logged model (models:/...)
 BASELINE_ATTR = "baseline"  # trial user attribute marking the enqueued reference setting
+RUN_IDS_ATTR = "mlflow_run_ids"  # trial user attribute: the MLflow runs of its seeds
+BUDGET_ATTRS = {"epochs": "trial_epochs", "seconds": "trial_seconds"}  # spent, per trial
 
 
 def counts(study: optuna.Study) -> dict[str, int]:
@@ -42,6 +48,21 @@ def counts(study: optuna.Study) -> dict[str, int]:
     return {state.name.lower(): sum(t.state == state for t in trials)
             for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL,
                           TrialState.RUNNING, TrialState.WAITING)}
+
+
+def trial_run_ids(trial: FrozenTrial) -> list[str]:
+    """The MLflow runs of a trial's seeds (one for a trial of one seed)."""
+    ids = trial.user_attrs.get(RUN_IDS_ATTR) or [trial.user_attrs.get(RUN_ID_ATTR)]
+    return [run_id for run_id in ids if run_id]
+
+
+def budget(study: optuna.Study) -> dict[str, float]:
+    """What the study spent over every trial and seed: `trial_epochs` (epochs trained) and
+    `trial_seconds` (wall seconds of the trials' training runs, evaluation and logging
+    included)."""
+    trials = study.get_trials(deepcopy=False)
+    return {attr: float(sum(t.user_attrs.get(attr, 0) for t in trials))
+            for attr in BUDGET_ATTRS.values()}
 
 
 def log_plots(study: optuna.Study) -> None:
@@ -83,14 +104,16 @@ def register_best(name: str, trial: FrozenTrial, tags: dict[str, str]) -> ModelV
     return mlflow.register_model(trial.user_attrs[MODEL_URI_ATTR], name, tags=tags)
 
 
-def report_study(study: optuna.Study, model: str, study_name: str, data: Dataset
-                 ) -> dict[str, Any]:
+def report_study(study: optuna.Study, model: str, study_name: str, data: Dataset, *,
+                 final_test: bool = True) -> dict[str, Any]:
     """Log the study of `model` as it stands into the active (parent) run; return the summary:
-    trials_<state> counts and, once a trial completed, best_trial, best_run_id, best_params,
-    best_value, tuned_test_accuracy, baseline_test_accuracy and baseline_trial (when the
-    baseline completed), chance_p_value, warning (when there is one, `tuning_verdict`) and
+    trials_<state> counts, trial_epochs and trial_seconds (`budget`) and, once a trial
+    completed, best_trial, best_run_id, best_params, best_value and, with `final_test`,
+    tuned_test_accuracy, baseline_test_accuracy and baseline_trial (when the baseline
+    completed), chance_p_value, warning (when there is one, `tuning_verdict`) and
     registered_model (`name/version`, None when the best trial is not better than chance)."""
     summary: dict[str, Any] = {f"trials_{k}": v for k, v in counts(study).items()}
+    summary.update(budget(study))
     mlflow.log_metrics(summary)
     mlflow.log_text(study.trials_dataframe().to_csv(index=False), "trials.csv")
     log_plots(study)
@@ -104,6 +127,10 @@ def report_study(study: optuna.Study, model: str, study_name: str, data: Dataset
     mlflow.log_params({f"best_{k}": v for k, v in best.params.items()})
     mlflow.log_metric(f"best_{OBJECTIVE_METRIC}", best.value)
     mlflow.set_tags({"best_trial_number": str(best.number), "best_run_id": best_run})
+    if not final_test:
+        mlflow.set_tag("registered_model", "none (no final test here)")
+        summary["registered_model"] = None
+        return summary
 
     tuned = evaluate_trial_model(best_run, data)
     title = f"{study_name} trial {best.number}"
@@ -147,9 +174,7 @@ def tuning_verdict(best: FrozenTrial, baseline: FrozenTrial | None, val_size: in
     best trial is not shown to beat guessing and is not registered as tuned. A best trial that
     is the baseline itself is registered, with a warning that tuning found nothing better.
     """
-    correct = round(best.value * val_size)
-    p_value = float(stats.binomtest(correct, val_size, 1 / num_classes,
-                                    alternative="greater").pvalue)
+    p_value = chance_p_value(round(best.value * val_size), val_size, num_classes)
     if p_value >= CHANCE_ALPHA:
         return p_value, (f"the best trial ({best.number}) reached {OBJECTIVE_METRIC} "
                          f"{best.value:.4f} on {val_size} images, not better than chance "
@@ -165,19 +190,22 @@ def tuning_verdict(best: FrozenTrial, baseline: FrozenTrial | None, val_size: in
 def format_summary(s: dict[str, Any]) -> str:
     """The lines a worker prints when it ends (the summary of `run_study`)."""
     lines = [f"study {s['study_name']} ({s['storage']}): {s['trials_complete']} complete, "
-             f"{s['trials_pruned']} pruned, {s['trials_fail']} failed; this worker ran "
-             f"{s['worker_trials']} in {s['study_seconds']:.0f} s; parent run "
-             f"{s['parent_run_id']}"]
+             f"{s['trials_pruned']} pruned, {s['trials_fail']} failed "
+             f"({s['trial_epochs']:.0f} trial-epochs, {s['trial_seconds']:.0f} s of "
+             f"training); this worker ran {s['worker_trials']} in {s['study_seconds']:.0f} s; "
+             f"parent run {s['parent_run_id']}"]
     if "best_trial" in s:
         params = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
                            for k, v in s["best_params"].items())
         registered = s["registered_model"] or "nothing registered"
         lines.append(f"best trial {s['best_trial']}: {params}; {OBJECTIVE_METRIC} "
                      f"{s['best_value']:.4f}; registered {registered}")
-        test = f"test accuracy: tuned {s['tuned_test_accuracy']:.4f}"
-        if "baseline_test_accuracy" in s:
-            test += f", baseline (trial {s['baseline_trial']}) {s['baseline_test_accuracy']:.4f}"
-        lines.append(test)
+        if "tuned_test_accuracy" in s:
+            test = f"test accuracy: tuned {s['tuned_test_accuracy']:.4f}"
+            if "baseline_test_accuracy" in s:
+                test += (f", baseline (trial {s['baseline_trial']}) "
+                         f"{s['baseline_test_accuracy']:.4f}")
+            lines.append(test)
         if s.get("warning"):
             lines.append(f"warning: {s['warning']}")
     else:

@@ -6,15 +6,20 @@ What is tuned is the model's search space (`tuning.space`). Trial 0 is the origi
 setting, 5 epochs at batch 128 with the recipe's learning rate, enqueued when the study is
 created. The objective is `val_accuracy` at the
 restored best epoch; trials never touch the test split (`tuning.report` scores the best
-trial's model once, at the end).
+trial's model once, at the end, unless `final_test` is off: the fair study's final runs alone
+see it). With `seeds_per_trial` K a trial trains seeds seed..seed+K-1 one after another (all on
+the splits of `seed`), its value is their mean, and the pruner is asked during the last seed
+with the per-epoch mean across the K seeds (the earlier seeds' values at that epoch, from
+their histories), so one lucky seed neither picks the winner nor saves a trial.
 
 Each trial is `tracking.train.train` (the same code as a normal run) in an MLflow run nested
 under one parent run per worker process (`tracking.run.tracked_run`), tagged `study_name`,
 `trial_number` and `trial_state`; a pruned trial's run ends KILLED. The sampler is a seeded TPE
 (`seed` plus the trials already in the study, so a resumed study or a second worker does not
-replay proposals); the pruner a MedianPruner on the per-epoch validation accuracy: a trial
-with fewer epochs simply stops reporting earlier, and the median at epoch k is over the
-completed trials that reached epoch k. A study records what it searches (`space_record`) and
+replay proposals); the pruner (`pruner`) Optuna's MedianPruner on the per-epoch validation
+accuracy (a trial with fewer epochs simply stops reporting earlier, and the median at epoch k
+is over the completed trials that reached epoch k), its HyperbandPruner (epochs as the
+resource, up to max_epochs), or none. A study records what it searches (`space_record`) and
 refuses to be resumed with another space. The storage and its resilience are `tuning.storage`.
 """
 
@@ -26,19 +31,21 @@ import socket
 import sys
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 
 import keras
 import mlflow
+import numpy as np
 import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 from tqdm import tqdm
 
 from tracking.callbacks import StopRun
+from tracking.compare import RUN_KIND_TAG
 from tracking.config import Config
 from tracking.data import Dataset, load_for
 from tracking.provenance import log_params_once
@@ -47,9 +54,12 @@ from tracking.store import ensure_experiment, masked
 from tracking.train import train
 from tuning.report import (
     BASELINE_ATTR,
+    BUDGET_ATTRS,
     MODEL_URI_ATTR,
     OBJECTIVE_METRIC,
+    RUN_IDS_ATTR,
     report_study,
+    trial_run_ids,
 )
 from tuning.space import (
     SPACE_ATTR,
@@ -76,6 +86,9 @@ PRUNER_STARTUP_TRIALS = 2  # no pruning until this many trials have completed
 PRUNER_WARMUP_EPOCHS = 2  # nor during a trial's first epochs (learning-rate warm-up)
 MAX_FAILURES_IN_A_ROW = 3  # a worker whose trials keep failing (e.g. NaN loss) stops
 COUNTED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)  # what --n-trials counts
+PRUNERS = ("median", "hyperband", "none")
+HYPERBAND_REDUCTION = 3  # Optuna's default: a third of a bracket's trials go on each rung
+TUNING_KIND = "tuning"  # run_kind tag of a study's parent run (tracking.compare skips it)
 
 
 @dataclass(frozen=True)
@@ -92,16 +105,22 @@ class TuneConfig:
     experiment: str = ""  # MLflow experiment; "" = <model>-tuning
     limit: int = 0  # keep at most this many training images (0 = all); for smoke runs
     precision: str = "auto"  # Keras dtype policy of every trial (tracking.precision)
+    pruner: str = "median"  # one of PRUNERS
+    seeds_per_trial: int = 1  # seeds each trial trains; its value is their mean
+    final_test: bool = True  # score the best trial on the test split, register <model>-tuned
     heartbeat_interval: int = 60  # seconds between a running trial's heartbeats
     grace_period: int = 240  # a trial silent for this long belongs to a dead worker
 
     def __post_init__(self) -> None:
-        for name in ("n_trials", "max_epochs", "heartbeat_interval", "grace_period"):
+        for name in ("n_trials", "max_epochs", "seeds_per_trial", "heartbeat_interval",
+                     "grace_period"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise TuneError(f"{name} must be a positive integer, got {value!r}")
         if not self.timeout >= 0:
             raise TuneError(f"timeout must be a number of seconds >= 0, got {self.timeout!r}")
+        if self.pruner not in PRUNERS:
+            raise TuneError(f"pruner must be one of {', '.join(PRUNERS)}, got {self.pruner!r}")
 
     def resolved(self) -> TuneConfig:
         """Fill study name, storage and experiment left empty."""
@@ -112,7 +131,8 @@ class TuneConfig:
     def base_config(self) -> Config:
         """The training Config every trial starts from (raises ConfigError on bad input)."""
         return Config(model=self.model, dataset=self.dataset, data_dir=self.data_dir,
-                      seed=self.seed, experiment=self.resolved().experiment,
+                      seed=self.seed, split_seed=self.seed,  # every trial on one split
+                      experiment=self.resolved().experiment,
                       limit=self.limit, evaluate_test=False, precision=self.precision,
                       checkpoint_every=0)  # a lost trial is retried whole, never resumed
 
@@ -121,6 +141,23 @@ def default_pruner() -> optuna.pruners.BasePruner:
     # steps are epochs counted from 1, and the MedianPruner may prune from step n_warmup_steps
     return optuna.pruners.MedianPruner(n_startup_trials=PRUNER_STARTUP_TRIALS,
                                        n_warmup_steps=PRUNER_WARMUP_EPOCHS + 1)
+
+
+def make_pruner(name: str, max_epochs: int) -> optuna.pruners.BasePruner:
+    """Optuna's pruner `name` (one of PRUNERS) for trials of at most `max_epochs` epochs.
+
+    median: `default_pruner`. hyperband: HyperbandPruner (Li et al. 2018) with epochs as the
+    resource, from the warm-up's end (or max_epochs, if smaller) to max_epochs. none: NopPruner.
+    """
+    if name == "median":
+        return default_pruner()
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(
+            min_resource=min(PRUNER_WARMUP_EPOCHS + 1, max_epochs), max_resource=max_epochs,
+            reduction_factor=HYPERBAND_REDUCTION)
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    raise TuneError(f"pruner must be one of {', '.join(PRUNERS)}, got {name!r}")
 
 
 # --------------------------------------------------------------------------- the study
@@ -167,7 +204,7 @@ def open_study(config: TuneConfig, pruner: optuna.pruners.BasePruner | None = No
         study_name=config.study_name, storage=storage,
         sampler=optuna.samplers.TPESampler(seed=sampler_seed,
                                            n_startup_trials=TPE_STARTUP_TRIALS),
-        pruner=pruner if pruner is not None else default_pruner(),
+        pruner=pruner if pruner is not None else make_pruner(config.pruner, config.max_epochs),
     )
     if not existing.trials:
         study.enqueue_trial(baseline_params(config.model, config.max_epochs),
@@ -203,27 +240,40 @@ class PrunedRun(StopRun):
 
 
 class TrialReporter(keras.callbacks.Callback):
-    """Links the trial to its MLflow run, reports OBJECTIVE_METRIC per epoch and prunes."""
-    def __init__(self, trial: optuna.Trial) -> None:
+    """Links the trial to its MLflow run, records OBJECTIVE_METRIC per epoch and, when it
+    `reports`, tells the trial the per-epoch mean of this seed's value and the `earlier`
+    seeds' values at that epoch (those that reached it), and prunes."""
+    def __init__(self, trial: optuna.Trial, *, earlier: Sequence[Sequence[float]] = (),
+                 reports: bool = True) -> None:
         super().__init__()
-        self.trial = trial
+        self.trial, self.earlier, self.reports = trial, earlier, reports
+        self.values: list[float] = []  # this seed's OBJECTIVE_METRIC per epoch
+        self.run_id = ""
 
     def on_train_begin(self, logs: dict | None = None) -> None:
-        self.trial.set_user_attr(RUN_ID_ATTR, mlflow.active_run().info.run_id)
+        self.run_id = mlflow.active_run().info.run_id
+        self.trial.set_user_attr(RUN_ID_ATTR, self.run_id)  # a lost worker's run is closed
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        value = float((logs or {})[OBJECTIVE_METRIC])
+        self.values.append(float((logs or {})[OBJECTIVE_METRIC]))
+        if not self.reports:
+            return
+        value = float(np.mean([self.values[-1], *(h[epoch] for h in self.earlier
+                                                  if len(h) > epoch)]))
         self.trial.report(value, step=epoch + 1)
         if self.trial.should_prune():
-            raise PrunedRun(f"pruned at epoch {epoch + 1}: {OBJECTIVE_METRIC} {value:.4f}",
-                            epoch + 1)
+            seeds = f" (mean of {len(self.earlier) + 1} seeds)" if self.earlier else ""
+            raise PrunedRun(f"pruned at epoch {epoch + 1}: {OBJECTIVE_METRIC} {value:.4f}"
+                            f"{seeds}", epoch + 1)
 
 
 def objective(trial: optuna.Trial, *, study: optuna.Study, config: TuneConfig, base: Config,
               data: Dataset, worker: str, admitted: Callable[[], None]) -> float:
-    """Train one point of the search space in a nested MLflow run; return OBJECTIVE_METRIC."""
+    """Train one point of the search space for each of the trial's seeds, each in a nested
+    MLflow run; return the mean OBJECTIVE_METRIC. The trial's user attributes record its runs
+    (RUN_IDS_ATTR; RUN_ID_ATTR and MODEL_URI_ATTR: the seed with the best value), the epochs
+    and wall seconds it spent (BUDGET_ATTRS) and, with several seeds, their values."""
     admitted()  # the trial exists now: let the next worker in
-    keras.backend.clear_session()
     point = suggest(trial, search_space(config.model, config.max_epochs))
     tags = {"study_name": config.study_name, "trial_number": str(trial.number),
             "worker": worker}
@@ -233,21 +283,46 @@ def objective(trial: optuna.Trial, *, study: optuna.Study, config: TuneConfig, b
         tags["retry_of_trial"] = str(retry_of)
     if trial.user_attrs.get(BASELINE_ATTR):
         tags["baseline"] = "true"
-    try:
-        results = train(trial_config(base, point, f"trial-{trial.number}"), data,
-                        callbacks=[TrialReporter(trial)], tags=tags)
-    except PrunedRun as stop:
-        raise optuna.TrialPruned(stop.reason) from None
-    trial.set_user_attr("best_epoch", results["best_epoch"])
-    trial.set_user_attr("epochs_run", results["epochs_run"])
-    trial.set_user_attr(MODEL_URI_ATTR, results["logged_model_uri"])
-    return float(results[OBJECTIVE_METRIC])
+    several = config.seeds_per_trial > 1
+    histories: list[list[float]] = []
+    run_ids: list[str] = []
+    results: list[dict[str, Any]] = []
+    spent = {"epochs": 0, "seconds": 0.0}
+    for k in range(config.seeds_per_trial):
+        keras.backend.clear_session()
+        seed = base.seed + k
+        name = f"trial-{trial.number}" + (f"-seed{seed}" if several else "")
+        reporter = TrialReporter(trial, earlier=histories,
+                                 reports=k == config.seeds_per_trial - 1)
+        started = time.monotonic()
+        try:
+            results.append(train(trial_config(replace(base, seed=seed), point, name), data,
+                                 callbacks=[reporter], tags={**tags, "trial_seed": str(seed)}
+                                 if several else tags))
+        except PrunedRun as stop:
+            raise optuna.TrialPruned(stop.reason) from None
+        finally:
+            spent["epochs"] += len(reporter.values)
+            spent["seconds"] += time.monotonic() - started
+            run_ids.append(reporter.run_id)
+            trial.set_user_attr(RUN_IDS_ATTR, run_ids)
+            for key, attr in BUDGET_ATTRS.items():
+                trial.set_user_attr(attr, spent[key])
+        histories.append(reporter.values)
+    values = [float(r[OBJECTIVE_METRIC]) for r in results]
+    best = int(np.argmax(values))  # the seed whose model stands for the trial
+    trial.set_user_attr(RUN_ID_ATTR, results[best]["run_id"])
+    trial.set_user_attr("best_epoch", results[best]["best_epoch"])
+    trial.set_user_attr("epochs_run", results[best]["epochs_run"])
+    trial.set_user_attr(MODEL_URI_ATTR, results[best]["logged_model_uri"])
+    if several:
+        trial.set_user_attr("seed_values", values)
+    return float(np.mean(values))
 
 
 def tag_trial_state(study: optuna.Study, trial: FrozenTrial) -> None:
-    """Optuna callback: the trial's final state as tag `trial_state` on its MLflow run."""
-    run_id = trial.user_attrs.get(RUN_ID_ATTR)
-    if run_id:
+    """Optuna callback: the trial's final state as tag `trial_state` on its MLflow runs."""
+    for run_id in trial_run_ids(trial):
         mlflow.MlflowClient().set_tag(run_id, "trial_state", trial.state.name)
 
 
@@ -301,14 +376,15 @@ def run_study(config: TuneConfig, *, data: Dataset | None = None,
             ensure_experiment(config.experiment)
         tags = {"study_name": config.study_name, "worker": worker,
                 "optuna_storage": masked(config.storage), "model": config.model,
-                "dataset": config.dataset}
+                "dataset": config.dataset, RUN_KIND_TAG: TUNING_KIND}
         with tracked_run(config.experiment, config.study_name, tags=tags) as parent:
             log_params_once({
                 "model": config.model, "dataset": config.dataset, "data_dir": config.data_dir,
                 "limit": config.limit, "seed": config.seed, "n_trials": config.n_trials,
                 "max_epochs": config.max_epochs, "timeout": config.timeout,
                 "sampler_seed": sampler_seed, "pruner": type(study.pruner).__name__,
-                "objective": OBJECTIVE_METRIC,
+                "objective": OBJECTIVE_METRIC, "seeds_per_trial": config.seeds_per_trial,
+                "final_test": config.final_test,
                 **{f"space_{name}": describe(distribution) for name, distribution
                    in search_space(config.model, config.max_epochs).items()},
                 "heartbeat_interval": config.heartbeat_interval,
@@ -325,7 +401,8 @@ def run_study(config: TuneConfig, *, data: Dataset | None = None,
                     raise
                 # Optuna, failing to record the trial's end, may raise something else on top
                 raise StorageUnavailable(str(lost)) from err
-            summary = report_study(study, config.model, config.study_name, data)
+            summary = report_study(study, config.model, config.study_name, data,
+                                   final_test=config.final_test)
             summary.update(parent_run_id=parent.info.run_id, worker_trials=len(states),
                            study_seconds=time.monotonic() - started,
                            study_name=config.study_name, storage=masked(config.storage))

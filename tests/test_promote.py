@@ -1,0 +1,99 @@
+"""Champion and challenger in a real MLflow registry: runs with a real (tiny) logged Keras
+model and a constructed predictions table, so the paired test's outcome is known."""
+
+from __future__ import annotations
+
+import keras
+import mlflow
+import numpy as np
+import pytest
+
+from tracking.outcomes import log_outcomes
+from tracking.promote import CHALLENGER, CHAMPION, PromoteError, main, promote
+from tracking.serving import log_classifier
+from tracking.store import ensure_experiment
+
+N = 100
+LABELS = np.arange(N) % 10
+NAME = "digits-classifier"
+
+
+def tiny_model() -> keras.Model:
+    inputs = keras.Input((8, 8, 3), dtype="uint8", name="image")
+    x = keras.layers.Rescaling(1 / 255)(inputs)
+    x = keras.layers.Flatten()(x)
+    return keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(x))
+
+
+def logged_run(wrong: range | list[int], digest: str = "split-a") -> str:
+    """A finished run of data set `digits` with a logged model and a predictions table that
+    is wrong exactly on the test images `wrong`."""
+    predicted = LABELS.copy()
+    predicted[list(wrong)] = (LABELS[list(wrong)] + 1) % 10
+    probs = np.full((N, 10), 0.01)
+    probs[np.arange(N), predicted] = 0.91
+    with mlflow.start_run(experiment_id=ensure_experiment("promote")) as run:
+        mlflow.log_params({"model": "tiny", "dataset": "digits"})
+        mlflow.log_metric("test_accuracy", 1 - len(wrong) / N)
+        log_outcomes(probs, LABELS, [str(i) for i in range(10)], test_digest=digest)
+        log_classifier(tiny_model(), np.zeros((2, 8, 8, 3), np.uint8))
+    return run.info.run_id
+
+
+def aliases() -> dict[str, str]:
+    return {k: str(v) for k, v in mlflow.MlflowClient().get_registered_model(NAME).aliases.items()}
+
+
+def test_a_challenger_that_is_no_better_does_not_take_the_alias(mlflow_uri: str,
+                                                                capsys) -> None:
+    client = mlflow.MlflowClient()
+    first = promote(logged_run(range(10)))
+    assert (first.name, first.version, first.alias) == (NAME, "1", CHAMPION)
+    assert "first champion" in first.reason and "90 of 100 test images right" in first.reason
+
+    # two images better: McNemar's exact p = 0.5, not enough
+    candidate = logged_run(range(8))
+    assert main(["--run-id", candidate]) == 0
+    assert "digits-classifier version 2: challenger: not shown better" in capsys.readouterr().out
+    assert aliases() == {CHAMPION: "1", CHALLENGER: "2"}
+    run = client.get_run(candidate)
+    assert run.data.tags["promotion"].startswith("challenger (digits-classifier version 2)")
+    assert run.data.metrics["promotion_p_value"] == pytest.approx(0.5)
+    assert run.data.metrics["promotion_difference"] == pytest.approx(0.02)
+    assert run.data.metrics["promotion_ci_low"] <= 0  # the interval does not clear zero
+    assert "promotion.json" in {a.path for a in client.list_artifacts(candidate)}
+    assert client.get_model_version(NAME, "2").tags["promotion"].startswith("challenger")
+
+    # ten images better, none worse: p = 2 / 2**10 and the interval above zero
+    better = promote(logged_run([]))
+    assert better.alias == CHAMPION and better.champion_version == "1"
+    assert better.result.discordant == (10, 0)
+    assert better.result.p_value == pytest.approx(2 / 2**10) and better.result.ci_low > 0
+    assert aliases() == {CHAMPION: "3", CHALLENGER: "2"}
+
+
+def test_mismatched_test_digests_are_refused(mlflow_uri: str, capsys) -> None:
+    champion = promote(logged_run(range(10)))
+    other = logged_run([], digest="split-b")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--run-id", other])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f"run {other} was tested on split split-b, the champion of {NAME} (version 1) " \
+           "on split-a: different test images cannot be compared" in err
+    client = mlflow.MlflowClient()
+    assert [str(v.version) for v in client.search_model_versions(f"name = '{NAME}'")] == [
+        champion.version]
+    assert "promotion" not in client.get_run(other).data.tags
+    # the candidate's own runs must share one split too
+    with pytest.raises(PromoteError, match="different test splits"):
+        promote(logged_run([]), [other])
+
+
+def test_a_first_candidate_at_chance_level_is_no_champion(mlflow_uri: str) -> None:
+    # 12 of 100 right among 10 classes: exact binomial p = P(X >= 12), X ~ Bin(100, 0.1)
+    guess = promote(logged_run(range(88)), name="other-classifier")
+    assert guess.alias == CHALLENGER and "not better than chance" in guess.reason
+    assert "12 of 100 test images right, chance 1/10, p = 0.3" in guess.reason
+    model = mlflow.MlflowClient().get_registered_model("other-classifier")
+    assert {k: str(v) for k, v in model.aliases.items()} == {CHALLENGER: "1"}
