@@ -23,7 +23,7 @@ import keras
 import mlflow
 
 from tracking.config import Config, param_text, same_param
-from tracking.data import Dataset
+from tracking.data import Dataset, data_digest
 
 LIBRARIES = ("keras", "mlflow", "tensorflow", "jax", "torch", "numpy", "scikit-learn")
 BACKEND_LIBRARY = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
@@ -130,7 +130,7 @@ def log_data_inputs(data: Dataset, image_size: int) -> None:
                           ("test", data.x_test, data.y_test)):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # "source ... in multiple ways"
-            ds = mlflow.data.from_numpy(x, targets=y, source=source,
+            ds = mlflow.data.from_numpy(x, targets=y, source=source, digest=data_digest(x, y),
                                         name=f"{data.name}-{image_size}px-{context}")
         mlflow.log_input(ds, context=context)
 
