@@ -2,9 +2,9 @@
 kept on disk as one uint8 .npy array that later runs memory-map instead of decoding again.
 
     cached = cached_images(root, files, image_size)   # files: ImageFile list, in row order
-    cached.images       # (N, S, S, 3) uint8, read-only, over the cache file
+    cached.shape        # (N, S, S, 3): uint8 images in the .npy file cached.path
     cached.unreadable   # {row: Pillow's message} for files that could not be read
-    x = take(cached, rows)   # those rows, in memory or (too large) in a memory-mapped file
+    x = take(cached, rows, in_memory=True)  # those rows: an array, or a memory-mapped file
 
 Where: $KERAS_MLFLOW_SUITE_CACHE, else $XDG_CACHE_HOME/keras-mlflow-suite, else
 ~/.cache/keras-mlflow-suite. Each (file list, image size) gets `images-<key>.npy` and
@@ -14,6 +14,9 @@ changed, added or removed file makes a new key. The .json is written last and ho
 array's shape and CRC-32: a cache without it, with another shape, or whose bytes do not match
 it (a killed write, a truncated or overwritten file) is rebuilt, never used. Delete the
 folder to reclaim the space; nothing else is kept there.
+
+The cache file is written and read with plain positioned reads and writes (`os.pwrite`,
+`os.preadv`), not mapped: resident memory holds the images being copied out and no more.
 """
 
 from __future__ import annotations
@@ -21,7 +24,6 @@ from __future__ import annotations
 import concurrent.futures
 import hashlib
 import json
-import mmap
 import os
 import socket
 import sys
@@ -29,7 +31,7 @@ import tempfile
 import threading
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +44,7 @@ from tracking.images import READER_VERSION, ImageFile, read_image
 CACHE_ENV = "KERAS_MLFLOW_SUITE_CACHE"
 CHUNK = 64  # files per decoding task: small enough for a smooth progress bar
 READ_BLOCK = 16 << 20  # bytes per read while checking a cache's CRC-32
-TAKE_BLOCK = 4096  # rows copied between releases of the source's pages
+TAKE_BLOCK = 1024  # rows read in file order before they are written to their places
 
 
 class CacheError(UsageError):
@@ -51,18 +53,16 @@ class CacheError(UsageError):
 
 @dataclass(frozen=True)
 class CachedImages:
-    """A folder's images at one size, memory-mapped from the cache file `path`."""
+    """A folder's images at one size in the cache file `path` (.npy, C order, uint8)."""
 
-    images: np.ndarray  # (N, S, S, 3) uint8, read-only
-    unreadable: dict[int, str]  # row -> why its file could not be read (its row is zeros)
     path: Path
-    _map: mmap.mmap | None = field(default=None, repr=False)
+    offset: int  # bytes before the first image: the .npy header
+    shape: tuple[int, int, int, int]  # (N, S, S, 3)
+    unreadable: dict[int, str]  # row -> why its file could not be read (its row is zeros)
 
-    def release_pages(self) -> None:
-        """Drop this process's mapping of the pages read so far (they stay in the page cache):
-        resident memory then holds what was copied out, not the whole file."""
-        if self._map is not None and hasattr(mmap, "MADV_DONTNEED"):
-            self._map.madvise(mmap.MADV_DONTNEED)
+    @property
+    def row_bytes(self) -> int:
+        return int(np.prod(self.shape[1:]))
 
 
 def cache_dir() -> Path:
@@ -89,7 +89,7 @@ def cached_images(root: Path, files: Sequence[ImageFile], image_size: int,
     decoded now (in parallel, with a progress bar on a terminal) and cached.
 
     With `stop_at_unreadable`, decoding stops at the first unreadable file and nothing is
-    cached: `images` is then empty and `unreadable` names it for the caller to report.
+    cached (`path` does not exist): `unreadable` names it for the caller to report.
     Otherwise such files are recorded in `unreadable` (also in the cache) and left zeros.
     Raises CacheError when the cache folder cannot be written.
     """
@@ -108,7 +108,7 @@ def cached_images(root: Path, files: Sequence[ImageFile], image_size: int,
         raise CacheError(f"cannot write the image cache in {npy.parent} ({err}); set "
                          f"{CACHE_ENV} to a writable folder with space") from None
     if unreadable and stop_at_unreadable:
-        return CachedImages(np.zeros((0, *shape[1:]), np.uint8), unreadable, npy)
+        return CachedImages(npy, 0, shape, unreadable)
     return open_cache(npy, meta)
 
 
@@ -122,6 +122,8 @@ def cache_problem(npy: Path, meta: Path, key: str, shape: tuple[int, ...]) -> st
             return f"{npy.stat().st_size} bytes instead of {info['bytes']} (an interrupted write?)"
         if file_crc32(npy) != info["crc32"]:
             return "its contents changed since it was written (CRC-32 differs)"
+        if open_cache(npy, meta).shape != shape:
+            return "its header does not match the files"
     except (OSError, ValueError, KeyError, TypeError) as err:
         return f"unreadable or incomplete ({type(err).__name__}: {err})"
     return None
@@ -139,18 +141,14 @@ def file_crc32(path: Path) -> int:
 
 
 def open_cache(npy: Path, meta: Path) -> CachedImages:
-    """Memory-map a checked cache file read-only."""
-    info = json.loads(meta.read_text())
+    """A checked cache file's description (its .npy header and the .json)."""
     with open(npy, "rb") as f:
-        version = np.lib.format.read_magic(f)
-        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                       else np.lib.format.read_array_header_2_0)
-        shape, _, dtype = read_header(f)
+        if np.lib.format.read_magic(f) != (1, 0):
+            raise OSError(f"{npy}: not a version 1.0 .npy file")
+        shape, _, _ = np.lib.format.read_array_header_1_0(f)
         offset = f.tell()
-        mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-    images = np.frombuffer(mapped, dtype=dtype, count=int(np.prod(shape)), offset=offset)
-    return CachedImages(images.reshape(shape), {int(k): v for k, v in info["unreadable"].items()},
-                        npy, mapped)
+    unreadable = json.loads(meta.read_text())["unreadable"]
+    return CachedImages(npy, offset, shape, {int(k): v for k, v in unreadable.items()})
 
 
 def build(root: Path, files: Sequence[ImageFile], image_size: int, npy: Path, meta: Path,
@@ -160,18 +158,21 @@ def build(root: Path, files: Sequence[ImageFile], image_size: int, npy: Path, me
     npy.parent.mkdir(parents=True, exist_ok=True)
     remove_dead_partials(npy.parent)
     partial = npy.with_name(f"{npy.name}.partial-{socket.gethostname()}-{os.getpid()}")
+    shape = (len(files), image_size, image_size, 3)
     print(f"reading {len(files)} images of {root} at {image_size}x{image_size} into "
           f"{npy}", file=sys.stderr)
     try:
-        out = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8,
-                                        shape=(len(files), image_size, image_size, 3))
-        unreadable = decode_all(root, files, out, stop_at_unreadable)
-        out.flush()
-        del out
+        with open(partial, "wb") as f:
+            np.lib.format.write_array_header_1_0(
+                f, {"descr": "|u1", "fortran_order": False, "shape": shape})
+            offset = f.tell()
+            f.truncate(offset + int(np.prod(shape)))  # sparse: rows are written in place
+            unreadable = decode_all(root, files, image_size, f.fileno(), offset,
+                                    stop_at_unreadable)
         if unreadable and stop_at_unreadable:
             return unreadable
-        info = {"key": key, "shape": [len(files), image_size, image_size, 3],
-                "bytes": partial.stat().st_size, "crc32": file_crc32(partial),
+        info = {"key": key, "shape": list(shape), "bytes": partial.stat().st_size,
+                "crc32": file_crc32(partial),
                 "unreadable": {str(k): v for k, v in sorted(unreadable.items())},
                 "root": str(root), "reader_version": READER_VERSION}
         os.replace(partial, npy)
@@ -202,12 +203,13 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def decode_all(root: Path, files: Sequence[ImageFile], out: np.ndarray,
+def decode_all(root: Path, files: Sequence[ImageFile], size: int, fd: int, offset: int,
                stop_at_unreadable: bool) -> dict[int, str]:
-    """Fill `out[i]` with `read_image(root / files[i].path)`, in parallel threads (Pillow
-    releases the GIL while decoding and resizing). Returns {row: message} of unreadable files;
-    with `stop_at_unreadable` the first one ends the work early."""
-    size = out.shape[1]
+    """Write `read_image(root / files[i].path, size)` at row i of the array that starts at
+    `offset` in file `fd`, in parallel threads (Pillow releases the GIL while decoding and
+    resizing, os.pwrite while writing). Returns {row: message} of unreadable files; with
+    `stop_at_unreadable` the first one ends the work early."""
+    row_bytes = size * size * 3
     unreadable: dict[int, str] = {}
     stop = threading.Event()
 
@@ -216,11 +218,13 @@ def decode_all(root: Path, files: Sequence[ImageFile], out: np.ndarray,
             if stop.is_set():
                 break
             try:
-                out[i] = read_image(root / files[i].path, size)
+                image = read_image(root / files[i].path, size)
             except Exception as err:  # Pillow raises many types for a bad file
                 unreadable[i] = f"{type(err).__name__}: {err}".splitlines()[0]
                 if stop_at_unreadable:
                     stop.set()
+                continue
+            os.pwrite(fd, image, offset + i * row_bytes)
         return min(CHUNK, len(files) - start)
 
     pool = concurrent.futures.ThreadPoolExecutor(min(len(os.sched_getaffinity(0)), 8))
@@ -250,21 +254,26 @@ def available_memory() -> int:
 
 
 def take(cached: CachedImages, rows: np.ndarray, in_memory: bool) -> np.ndarray:
-    """`cached.images[rows]`, in that order: an in-memory array, or (not `in_memory`) a
-    writable np.memmap over an unnamed temporary file in the cache folder, removed by the
-    system when the array is gone. Copies in blocks, releasing the source's pages after
-    each, so resident memory holds the result only."""
-    shape = (len(rows), *cached.images.shape[1:])
-    if in_memory:
-        out = np.empty(shape, np.uint8)
-    else:
-        cache_dir().mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=cache_dir()) as f:
-            f.truncate(int(np.prod(shape)))
-            out = np.memmap(f, dtype=np.uint8, mode="r+", shape=shape)
-    for start in range(0, len(rows), TAKE_BLOCK):
-        block = rows[start:start + TAKE_BLOCK]
-        order = np.argsort(block, kind="stable")  # read the file front to back
-        out[start + order] = cached.images[block[order]]
-        cached.release_pages()
-    return out
+    """The cached images of `rows`, in that order: an in-memory array, or (not `in_memory`)
+    a writable np.memmap over an unnamed temporary file in the cache folder, which the system
+    removes when the array is gone. Copies through a block of `TAKE_BLOCK` rows, read in file
+    order, so resident memory holds the result (or one block) only."""
+    shape = (len(rows), *cached.shape[1:])
+    row_bytes = cached.row_bytes
+    block = np.empty((min(TAKE_BLOCK, len(rows)), *shape[1:]), np.uint8)
+    out = np.empty(shape, np.uint8) if in_memory else None
+    target = None if in_memory else tempfile.TemporaryFile(dir=cache_dir())
+    with open(cached.path, "rb", buffering=0) as source:
+        for start in range(0, len(rows), TAKE_BLOCK):
+            part = rows[start:start + TAKE_BLOCK]
+            into = out[start:start + len(part)] if in_memory else block[:len(part)]
+            for j in np.argsort(part, kind="stable"):  # front to back through the file
+                if os.preadv(source.fileno(), [into[j]],
+                             cached.offset + int(part[j]) * row_bytes) != row_bytes:
+                    raise OSError(f"{cached.path} is shorter than its header says")
+            if target is not None:
+                os.pwrite(target.fileno(), into, start * row_bytes)
+    if target is None:
+        return out
+    with target:  # the mapping keeps the file's data; its descriptor can go
+        return np.memmap(target, dtype=np.uint8, mode="r+", shape=shape)

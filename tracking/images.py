@@ -41,21 +41,26 @@ class ImageFile(NamedTuple):
 def list_images(folder: Path, root: Path) -> list[ImageFile]:
     """Image files under `folder` (recursively, sorted by path), relative to `root`. Hidden
     files and folders (a leading dot: .DS_Store, ._IMG_1.JPG, .ipynb_checkpoints) and files
-    whose suffix is not in IMAGE_SUFFIXES (any case) are ignored."""
+    whose suffix is not in IMAGE_SUFFIXES (any case) are ignored; linked folders are not
+    followed (as os.walk). Plain os.scandir: pathlib costs seconds per 100,000 files."""
     found = []
-    for parent, dirs, names in os.walk(folder):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
-        for name in names:
-            if name.startswith(".") or Path(name).suffix.lower() not in IMAGE_SUFFIXES:
-                continue
-            path = Path(parent) / name
-            relative = path.relative_to(root).as_posix()
-            try:
-                st = path.stat()
-            except OSError:  # a broken link: kept, so that reading it reports it by path
-                found.append(ImageFile(relative, -1, 0))
-                continue
-            found.append(ImageFile(relative, st.st_size, st.st_mtime_ns))
+    pending = [os.fspath(folder)]
+    while pending:
+        directory = pending.pop()
+        prefix = os.path.relpath(directory, root).replace(os.sep, "/") + "/"
+        with os.scandir(directory) as entries:
+            for entry in entries:
+                if entry.name.startswith("."):
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    pending.append(entry.path)
+                elif os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES:
+                    try:
+                        st = entry.stat()
+                    except OSError:  # a broken link: kept, so that reading it reports it
+                        found.append(ImageFile(prefix + entry.name, -1, 0))
+                        continue
+                    found.append(ImageFile(prefix + entry.name, st.st_size, st.st_mtime_ns))
     return sorted(found)
 
 
