@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import importlib
+import json
 import os
 import re
 import socket
@@ -311,3 +312,16 @@ def test_training_from_memory_mapped_splits_matches_training_from_memory(
 def load_for_test(config, in_memory: bool):
     return load_dataset(config.dataset, config.data_dir, config.image_size, config.test_split,
                         config.val_split, config.seed, in_memory=in_memory)
+
+
+@pytest.mark.slow
+def test_data_benchmark_measures_first_and_cached_loads(tmp_path: Path, monkeypatch) -> None:
+    from tracking.bench_data import main as bench_main
+
+    monkeypatch.chdir(tmp_path)
+    assert bench_main(["--cases", "photos", "--photos", "16", "--megapixels", "0.3",
+                       "--workdir", str(tmp_path), "--output", "b.json"]) == 0
+    first, cached = json.loads((tmp_path / "b.json").read_text())["rows"]
+    assert first["images"] == cached["images"] == 16 and not first["memmap"]
+    assert first["peak_rss"] >= first["baseline_rss"] > 0 and cached["seconds"] > 0
+    assert [p.name for p in tmp_path.iterdir()] == ["b.json"]  # its inputs are gone
