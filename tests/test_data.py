@@ -143,7 +143,7 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return folder
 
 
-def test_folder_is_read_once_then_memory_mapped_from_the_cache(tmp_path: Path,
+def test_folder_is_read_once_then_from_the_cache(tmp_path: Path,
                                                                 cache: Path) -> None:
     write_folder(tmp_path / "imgs")
     first = load_dataset("folder", str(tmp_path / "imgs"), image_size=16, test_split=0.3)

@@ -7,7 +7,7 @@ It builds its inputs in a temporary folder (deleted afterwards unless --keep), w
 image cache there, and measures each load in a fresh child process, which reports wall
 seconds, images/s, its resident memory after imports (the baseline) and at its peak (VmHWM),
 and the peaks of anonymous and file-backed resident memory sampled every 20 ms (a
-memory-mapped cache shows as file-backed: page cache the kernel can drop).
+memory-mapped split shows as file-backed: page cache the kernel can drop).
 
 1. photos: `--photos` JPEGs of `--megapixels` each in two class folders (every fourth with an
    EXIF rotation), `--image-size 32`: the first load, then the cached one. With

@@ -79,7 +79,10 @@ class RawData:
 
 @dataclass(frozen=True)
 class Dataset:
-    """Train / validation / test splits of uint8 (N, S, S, 3) images with integer labels."""
+    """Train / validation / test splits of uint8 (N, S, S, 3) images with integer labels.
+
+    The image arrays are np.ndarray, or for folder data too large for memory np.memmap files
+    (read a batch at a time by `tracking.batches`)."""
 
     name: str
     class_names: tuple[str, ...]
@@ -231,9 +234,10 @@ def check_labels(y: np.ndarray, num_classes: int, where: str) -> None:
 
 def data_digest(x: np.ndarray, y: np.ndarray) -> str:
     """8 hex digits of MD5 over the split's shape, dtype, every label and `DIGEST_ROWS`
-    evenly spaced images: identifies the data wherever it is stored (memory or a
-    memory-mapped cache), reading a few MB. MLflow's own NumPy digest copies the whole array
-    (`flatten`) to hash its first 10,000 values, which a memory-mapped split cannot afford."""
+    evenly spaced images: identifies the data wherever it is stored (in memory or in
+    memory-mapped files), reading at most that many images. MLflow's own NumPy digest copies
+    the whole array (`flatten`) to hash its first 10,000 values, which a memory-mapped split
+    cannot afford."""
     h = hashlib.md5(usedforsecurity=False)
     h.update(repr((x.shape, str(x.dtype))).encode())
     h.update(np.ascontiguousarray(y, dtype=np.int64).tobytes())

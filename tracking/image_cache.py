@@ -1,5 +1,5 @@
 """The decoded-image cache: a folder's images read once with `tracking.images.read_image`,
-kept on disk as one uint8 .npy array that later runs memory-map instead of decoding again.
+kept on disk as one uint8 .npy array that later runs read instead of decoding again.
 
     cached = cached_images(root, files, image_size)   # files: ImageFile list, in row order
     cached.shape        # (N, S, S, 3): uint8 images in the .npy file cached.path
