@@ -12,6 +12,20 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def image_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Folder data sets cache their decoded images here, not in the user's ~/.cache
+    (subprocesses inherit the variable)."""
+    folder = tmp_path_factory.mktemp("image-cache")
+    previous = os.environ.get("KERAS_MLFLOW_SUITE_CACHE")
+    os.environ["KERAS_MLFLOW_SUITE_CACHE"] = str(folder)
+    yield folder
+    if previous is None:
+        os.environ.pop("KERAS_MLFLOW_SUITE_CACHE", None)
+    else:
+        os.environ["KERAS_MLFLOW_SUITE_CACHE"] = previous
+
+
 @pytest.fixture
 def mlflow_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """A fresh SQLite MLflow store under tmp_path; the test runs with tmp_path as cwd."""

@@ -1,15 +1,25 @@
-"""Data loaders on real files: the bundled digits, IDX files and a folder of PNGs."""
+"""Data loaders on real files: the bundled digits, IDX files and a folder of PNGs, its
+on-disk cache, `--limit` and the check that every class fits every split."""
 
 from __future__ import annotations
 
 import gzip
+import importlib
+import json
+import os
+import re
+import socket
+import subprocess
 from pathlib import Path
 
+import mlflow
 import numpy as np
 import pytest
 from PIL import Image
 
-from tracking.data import DataError, load_dataset, read_idx
+from tracking.data import DataError, data_digest, load_dataset, load_folder, read_idx
+from tracking.image_cache import CACHE_ENV
+from tracking.splits import SplitError, Splits, kept_rows
 
 
 def write_idx(path: Path, array: np.ndarray) -> None:
@@ -116,3 +126,202 @@ def test_corrupt_image_reported_by_path_or_skipped(tmp_path: Path) -> None:
     d = load_dataset("folder", str(tmp_path / "imgs"), skip_bad_images=True)
     assert d.skipped == (str(bad),)
     assert sum(d.sizes().values()) == 30
+
+
+# --------------------------------------------------------------------------- folder cache
+
+
+def cache_files(cache: Path) -> dict[str, int]:
+    """The cache's .npy files by name, with their inode (a rebuilt file gets a new one)."""
+    return {p.name: p.stat().st_ino for p in cache.glob("images-*.npy")}
+
+
+@pytest.fixture
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    folder = tmp_path / "cache"
+    monkeypatch.setenv(CACHE_ENV, str(folder))
+    return folder
+
+
+def test_folder_is_read_once_then_from_the_cache(tmp_path: Path,
+                                                                cache: Path) -> None:
+    write_folder(tmp_path / "imgs")
+    first = load_dataset("folder", str(tmp_path / "imgs"), image_size=16, test_split=0.3)
+    written = cache_files(cache)
+    assert len(written) == 1 and len(list(cache.glob("images-*.json"))) == 1
+    again = load_dataset("folder", str(tmp_path / "imgs"), image_size=16, test_split=0.3)
+    assert cache_files(cache) == written  # the same file, not rebuilt
+    np.testing.assert_array_equal(first.x_train, again.x_train)
+    assert data_digest(first.x_train, first.y_train) == data_digest(again.x_train,
+                                                                    again.y_train)
+    load_dataset("folder", str(tmp_path / "imgs"), image_size=20)  # another size, another file
+    assert len(cache_files(cache)) == 2
+
+
+def test_touching_or_adding_a_file_invalidates_the_cache(tmp_path: Path, cache: Path) -> None:
+    write_folder(tmp_path / "imgs")
+    load_dataset("folder", str(tmp_path / "imgs"), image_size=16)
+    before = set(cache_files(cache))
+    touched = tmp_path / "imgs" / "dog" / "3.png"
+    os.utime(touched, ns=(touched.stat().st_atime_ns, touched.stat().st_mtime_ns + 10**9))
+    load_dataset("folder", str(tmp_path / "imgs"), image_size=16)
+    after_touch = set(cache_files(cache))
+    assert len(after_touch - before) == 1
+    Image.new("RGB", (16, 16), (9, 9, 9)).save(tmp_path / "imgs" / "owl" / "new.png")
+    d = load_dataset("folder", str(tmp_path / "imgs"), image_size=16)
+    assert len(set(cache_files(cache)) - after_touch) == 1
+    assert sum(d.sizes().values()) == 31
+
+
+def test_a_truncated_or_altered_cache_is_rebuilt_not_trusted(tmp_path: Path, cache: Path,
+                                                              capsys) -> None:
+    write_folder(tmp_path / "imgs")
+    good = load_dataset("folder", str(tmp_path / "imgs"), image_size=16)
+    (npy,) = cache.glob("images-*.npy")
+    size = npy.stat().st_size
+    os.truncate(npy, size // 2)  # what a killed write would leave
+    capsys.readouterr()
+    rebuilt = load_dataset("folder", str(tmp_path / "imgs"), image_size=16)
+    assert "instead of" in capsys.readouterr().err and npy.stat().st_size == size
+    np.testing.assert_array_equal(good.x_train, rebuilt.x_train)
+    with open(npy, "r+b") as f:  # same size, other bytes
+        f.seek(size - 100)
+        f.write(b"\xff" * 50)
+    again = load_dataset("folder", str(tmp_path / "imgs"), image_size=16)
+    assert "CRC-32 differs" in capsys.readouterr().err
+    np.testing.assert_array_equal(good.x_test, again.x_test)
+    npy.with_suffix(".json").unlink()  # killed between the data and its description
+    load_dataset("folder", str(tmp_path / "imgs"), image_size=16)
+    assert "unreadable or incomplete" in capsys.readouterr().err
+
+
+def test_a_killed_builds_partial_file_is_removed(tmp_path: Path, cache: Path) -> None:
+    write_folder(tmp_path / "imgs")
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # a pid that no longer runs
+    cache.mkdir()
+    leftover = cache / f"images-x.npy.partial-{socket.gethostname()}-{dead.pid}"
+    leftover.write_bytes(b"\0" * 1000)
+    load_dataset("folder", str(tmp_path / "imgs"), image_size=16)
+    assert not leftover.exists()
+
+
+def test_limit_reads_only_the_files_it_keeps(tmp_path: Path, cache: Path) -> None:
+    write_folder(tmp_path / "imgs", per_class=20)
+    raw = load_folder(str(tmp_path / "imgs"))
+    kept = kept_rows(raw.y, 21, 5, Splits(0.2, 0.2, own_test=False), raw.class_names, True)
+    for i in sorted(set(range(len(raw.y))) - set(kept.tolist())):  # every other file: broken
+        (raw.x.root / raw.x.files[i].path).write_bytes(b"not an image")
+    d = load_dataset("folder", str(tmp_path / "imgs"), image_size=16, seed=5, limit=21)
+    assert sum(d.sizes().values()) == 21
+    assert [np.sum(np.concatenate([d.y_train, d.y_val, d.y_test]) == c) for c in range(3)] \
+        == [7, 7, 7]  # stratified
+    with pytest.raises(DataError, match="cannot read image"):  # the others are unreadable
+        load_dataset("folder", str(tmp_path / "imgs"), image_size=16, seed=5)
+
+
+def test_hidden_and_non_image_files_are_ignored(tmp_path: Path) -> None:
+    write_folder(tmp_path / "imgs")
+    (tmp_path / "imgs" / "cat" / ".DS_Store").write_bytes(b"\0\1")
+    (tmp_path / "imgs" / "cat" / "._0.png").write_bytes(b"AppleDouble")  # macOS metadata
+    (tmp_path / "imgs" / "dog" / "notes.txt").write_text("not an image")
+    (tmp_path / "imgs" / "dog" / ".ipynb_checkpoints").mkdir()
+    (tmp_path / "imgs" / "dog" / ".ipynb_checkpoints" / "x.png").write_bytes(b"broken")
+    (tmp_path / "imgs" / "owl" / "UPPER.PNG").write_bytes(
+        (tmp_path / "imgs" / "owl" / "0.png").read_bytes())
+    d = load_dataset("folder", str(tmp_path / "imgs"), image_size=16)
+    assert sum(d.sizes().values()) == 31 and not d.skipped
+
+
+# --------------------------------------------------------------------------- class sizes
+
+
+@pytest.mark.parametrize("counts, message", [
+    ({"cat": 30, "dog": 30, "owl": 1},
+     "class folder owl (1); with --test-split 0.2 --val-split 0.2 each class needs at least 7 "
+     "images (its smallest share, 16%, must hold one): add images to it or remove it, or "
+     "change --test-split/--val-split"),
+    ({f"c{i:02d}": 3 for i in range(20)},
+     "class folders c00 (3), c01 (3), c02 (3), c03 (3), c04 (3), c05 (3), c06 (3), c07 (3) "
+     "and 12 more; with --test-split 0.2"),
+])
+def test_classes_too_small_to_split_are_named_before_any_image_is_read(
+        tmp_path: Path, cache: Path, counts: dict[str, int], message: str) -> None:
+    for name, n in counts.items():
+        (tmp_path / "imgs" / name).mkdir(parents=True)
+        for i in range(n):  # unreadable: the check must come before reading
+            (tmp_path / "imgs" / name / f"{i}.png").write_bytes(b"broken")
+    with pytest.raises(SplitError) as err:
+        load_dataset("folder", str(tmp_path / "imgs"))
+    assert message in str(err.value) and "\n" not in str(err.value)
+    assert not cache.exists()
+
+
+def test_a_limit_too_small_to_split_says_how_far_to_raise_it() -> None:
+    with pytest.raises(SplitError, match=r"classes 0 \(2\), 1 \(2\), .* needs at least 7 images"
+                                         r".*raise --limit 20 to at least (\d+), or change") as err:
+        load_dataset("digits", limit=20)
+    enough = int(re.search(r"at least (\d+), or", str(err.value)).group(1))
+    assert sum(load_dataset("digits", limit=enough).sizes().values()) == enough
+
+
+@pytest.mark.parametrize("command", ["tracking.train", "tracking.study", "tuning.optuna_resnet"])
+def test_every_command_exits_2_on_classes_too_small(mlflow_uri: str, capsys,
+                                                    command: str) -> None:
+    main = importlib.import_module(command).main
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--dataset", "digits", "--limit", "20"])
+    assert exit_info.value.code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith(f"python -m {command}: error: too few images to put every class")
+    assert "--limit 20" in last
+    assert mlflow.search_runs(search_all_experiments=True).empty
+
+
+# --------------------------------------------------------------------------- larger than memory
+
+
+def test_training_from_memory_mapped_splits_matches_training_from_memory(
+        mlflow_uri: str, tmp_path: Path) -> None:
+    """Splits too large for memory stay np.memmap files; a run on them is the same run."""
+    from tracking.config import Config
+    from tracking.train import train
+
+    digits = load_dataset("digits", image_size=8, limit=200)  # 8x8 digits as PNG files
+    for i, (image, label) in enumerate(zip(np.concatenate([digits.x_train, digits.x_test]),
+                                           np.concatenate([digits.y_train, digits.y_test]),
+                                           strict=True)):
+        (tmp_path / "digits" / str(label)).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(tmp_path / "digits" / str(label) / f"{i}.png")
+    config = Config(model="concat_cnn", dataset="folder", data_dir=str(tmp_path / "digits"),
+                    epochs=2, batch_size=32, experiment="memmap")
+    in_memory = load_for_test(config, in_memory=True)
+    mapped = load_for_test(config, in_memory=False)
+    assert all(isinstance(x, np.memmap) for x in (mapped.x_train, mapped.x_val, mapped.x_test))
+    assert not isinstance(in_memory.x_train, np.memmap)
+    np.testing.assert_array_equal(in_memory.x_train, mapped.x_train)
+    a, b = train(config, in_memory), train(config, mapped)
+    for key in ("loss", "val_loss", "val_accuracy"):
+        np.testing.assert_allclose(a["history"][key], b["history"][key], rtol=1e-6)
+    assert a["test_accuracy"] == b["test_accuracy"] and a["test_loss"] == pytest.approx(
+        b["test_loss"], rel=1e-6)
+    inputs = [mlflow.get_run(r["run_id"]).inputs.dataset_inputs for r in (a, b)]
+    assert [d.dataset.digest for d in inputs[0]] == [d.dataset.digest for d in inputs[1]]
+
+
+def load_for_test(config, in_memory: bool):
+    return load_dataset(config.dataset, config.data_dir, config.image_size, config.test_split,
+                        config.val_split, config.seed, in_memory=in_memory)
+
+
+@pytest.mark.slow
+def test_data_benchmark_measures_first_and_cached_loads(tmp_path: Path, monkeypatch) -> None:
+    from tracking.bench_data import main as bench_main
+
+    monkeypatch.chdir(tmp_path)
+    assert bench_main(["--cases", "photos", "--photos", "16", "--megapixels", "0.3",
+                       "--workdir", str(tmp_path), "--output", "b.json"]) == 0
+    first, cached = json.loads((tmp_path / "b.json").read_text())["rows"]
+    assert first["images"] == cached["images"] == 16 and not first["memmap"]
+    assert first["peak_rss"] >= first["baseline_rss"] > 0 and cached["seconds"] > 0
+    assert [p.name for p in tmp_path.iterdir()] == ["b.json"]  # its inputs are gone

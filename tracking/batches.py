@@ -7,6 +7,10 @@ the epochs themselves at 32x32. So training sees only full batches (the few left
 change from epoch to epoch, like PyTorch's `drop_last`), and every prediction pass pads its
 input to a whole number of batches and drops the padding's outputs: validation, test
 evaluation and the model signature then share one compiled predict step.
+
+Both read their images one batch at a time (`x[rows]`, `x[start:stop]`), so the arrays may be
+memory-mapped files larger than memory (folder data sets, `tracking.data`): only the batch in
+hand is copied into memory.
 """
 
 from __future__ import annotations
@@ -32,7 +36,9 @@ class EpochBatches(keras.utils.PyDataset):
 
     def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, seed: int,
                  first_epoch: int = 0) -> None:
-        super().__init__()  # one worker, in this thread: indexing in-memory arrays is cheap
+        # one worker, in this thread: a batch is one indexing of x (a memory-mapped x reads
+        # those rows only), and on_epoch_end runs exactly once per epoch, as resuming needs
+        super().__init__()
         if len(x) != len(y) or len(y) == 0:
             raise ValueError(f"need as many labels as images, and some: {len(x)}, {len(y)}")
         self.x, self.y = x, np.asarray(y, dtype=np.int32)  # what every backend takes
@@ -67,15 +73,41 @@ def predict_padded(model: keras.Model, x: np.ndarray,
     return Padded(x, batch_size).predict(model)
 
 
-class Padded:
-    """Images padded once to a whole number of batches, for repeated prediction passes."""
+class Padded(keras.utils.PyDataset):
+    """Images for repeated prediction passes in batches of exactly `batch_size` rows: the
+    last batch is topped up with zero images as it is read (`x` is the padded view), so the
+    array itself is never copied whole."""
 
     def __init__(self, x: np.ndarray, batch_size: int = PREDICT_BATCH) -> None:
+        super().__init__()
         self.size = len(x)
-        pad = (-len(x)) % batch_size
         self.batch_size = batch_size
-        self.x = np.concatenate([x, np.zeros((pad, *x.shape[1:]), x.dtype)]) if pad else x
+        self.x = PaddedRows(x, -(-len(x) // batch_size) * batch_size)
+
+    def __len__(self) -> int:
+        return len(self.x) // self.batch_size
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        return self.x[index * self.batch_size:(index + 1) * self.batch_size]
 
     def predict(self, model: keras.Model) -> np.ndarray:
-        out = model.predict(self.x, batch_size=self.batch_size, verbose=0)  # NumPy
+        out = model.predict(self, verbose=0)  # NumPy
         return np.asarray(out[:self.size], dtype=np.float64)
+
+
+class PaddedRows:
+    """The rows of `x` followed by zero rows, `length` in all; a slice reads only its rows."""
+
+    def __init__(self, x: np.ndarray, length: int) -> None:
+        self.images, self.length = x, length
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        start, stop, _ = rows.indices(self.length)
+        batch = np.asarray(self.images[start:min(stop, len(self.images))])
+        missing = max(stop - start, 0) - len(batch)
+        if missing <= 0:
+            return batch
+        return np.concatenate([batch, np.zeros((missing, *batch.shape[1:]), batch.dtype)])

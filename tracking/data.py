@@ -6,11 +6,15 @@
 
 Images are resized once, here, and stay uint8 until they reach the model (which scales
 them on the accelerator). Adding a data set is one loader and one line in `LOADERS`.
+A folder data set is listed here, subsampled (`limit`) by its file list, and read through the
+on-disk cache of `tracking.image_cache` (each file by `tracking.images.read_image`); splits
+too large for memory stay memory-mapped files.
 """
 
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,11 +23,12 @@ from typing import TYPE_CHECKING
 
 import keras
 import numpy as np
-from PIL import Image
 from sklearn.datasets import load_digits as sklearn_digits
-from sklearn.model_selection import train_test_split
 
 from tracking.errors import UsageError
+from tracking.image_cache import CachedImages, available_memory, cached_images, take
+from tracking.images import IMAGE_SUFFIXES, ImageFile, list_images, to_rgb_size
+from tracking.splits import Splits, kept_rows
 
 if TYPE_CHECKING:  # tracking.config imports this module (for LOADERS)
     from tracking.config import Config
@@ -39,7 +44,7 @@ FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sanda
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
                    "ship", "truck")
 DEBIAN_FASHION_DIR = "/usr/share/datasets/fashion-mnist"
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+DIGEST_ROWS = 1024  # images hashed into a split's digest (plus its shape and every label)
 # data sets whose classes keep their meaning under a left-right mirror (augmentation flips them)
 FLIP_SAFE = {"fashion_mnist", "cifar10"}
 
@@ -49,21 +54,35 @@ class DataError(UsageError):
 
 
 @dataclass(frozen=True)
-class RawData:
-    """What a loader returns: images (N, H, W[, C]) uint8, integer labels, and its test part."""
+class ImageFiles:
+    """A folder's image files, not read yet: `load_dataset` reads those it keeps."""
 
-    x: np.ndarray
+    root: Path
+    files: tuple[ImageFile, ...]
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+
+@dataclass(frozen=True)
+class RawData:
+    """What a loader returns: images (N, H, W[, C]) uint8 or files, integer labels, and its
+    test part."""
+
+    x: np.ndarray | ImageFiles
     y: np.ndarray
     class_names: tuple[str, ...]
     source: str
     x_test: np.ndarray | None = None
     y_test: np.ndarray | None = None
-    skipped: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class Dataset:
-    """Train / validation / test splits of uint8 (N, S, S, 3) images with integer labels."""
+    """Train / validation / test splits of uint8 (N, S, S, 3) images with integer labels.
+
+    The image arrays are np.ndarray, or for folder data too large for memory np.memmap files
+    (read a batch at a time by `tracking.batches`)."""
 
     name: str
     class_names: tuple[str, ...]
@@ -114,7 +133,7 @@ def fashion_search_dirs(data_dir: str | None) -> list[Path]:
     return ([Path(data_dir)] if data_dir else []) + dirs
 
 
-def load_digits(data_dir: str | None = None, skip_bad_images: bool = False) -> RawData:
+def load_digits(data_dir: str | None = None) -> RawData:
     """scikit-learn's bundled 8x8 digits (1,797 images, values 0-16): offline, always there."""
     bunch = sklearn_digits()
     x = np.round(bunch.images * (255.0 / 16.0)).astype(np.uint8)
@@ -122,7 +141,7 @@ def load_digits(data_dir: str | None = None, skip_bad_images: bool = False) -> R
                    "sklearn.datasets.load_digits")
 
 
-def load_fashion_mnist(data_dir: str | None = None, skip_bad_images: bool = False) -> RawData:
+def load_fashion_mnist(data_dir: str | None = None) -> RawData:
     """Fashion-MNIST from local IDX files (see `fashion_search_dirs`), else keras.datasets."""
     searched = fashion_search_dirs(data_dir)
     for d in searched:
@@ -153,21 +172,20 @@ def _from_keras(name: str, class_names: tuple[str, ...]) -> RawData:
                    xt, yt.reshape(-1).astype(np.int64))
 
 
-def load_mnist(data_dir: str | None = None, skip_bad_images: bool = False) -> RawData:
+def load_mnist(data_dir: str | None = None) -> RawData:
     """MNIST through keras.datasets (its cache or a download)."""
     return _from_keras("mnist", tuple(str(c) for c in range(10)))
 
 
-def load_cifar10(data_dir: str | None = None, skip_bad_images: bool = False) -> RawData:
+def load_cifar10(data_dir: str | None = None) -> RawData:
     """CIFAR-10 through keras.datasets (its cache or a download)."""
     return _from_keras("cifar10", CIFAR10_CLASSES)
 
 
-def load_folder(data_dir: str | None = None, skip_bad_images: bool = False) -> RawData:
-    """Images in `data_dir/<class name>/*.png|jpg|...`, the layout of
-    `keras.utils.image_dataset_from_directory`. Every file is opened and decoded here, so a
-    corrupt one is reported by path before training (or skipped and counted on request).
-    Images keep their own size; `load_dataset` resizes each to the common size.
+def load_folder(data_dir: str | None = None) -> RawData:
+    """Images in `data_dir/<class name>/**/*.png|jpg|...`, the layout of
+    `keras.utils.image_dataset_from_directory`: listed here (see `tracking.images.list_images`
+    for what counts), read by `load_dataset` once it knows which files it keeps.
     """
     if not data_dir:
         raise DataError(
@@ -180,40 +198,17 @@ def load_folder(data_dir: str | None = None, skip_bad_images: bool = False) -> R
     if len(class_dirs) < 2:
         raise DataError(f"data folder {root} must hold at least two class subfolders, "
                         f"found {len(class_dirs)}")
-    images: list[np.ndarray] = []
+    files: list[ImageFile] = []
     labels: list[int] = []
-    skipped: list[str] = []
     for label, class_dir in enumerate(class_dirs):
-        files = sorted(p for p in class_dir.rglob("*")
-                       if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-        count = 0
-        for path in files:
-            try:
-                with Image.open(path) as img:
-                    img.load()
-                    images.append(np.asarray(img.convert("RGB"), dtype=np.uint8))
-            except Exception as err:
-                if not skip_bad_images:
-                    raise DataError(f"cannot read image {path}: {err} "
-                                    "(fix or remove it, or pass --skip-bad-images)") from None
-                skipped.append(str(path))
-                continue
-            labels.append(label)
-            count += 1
-        if count == 0:
+        found = list_images(class_dir, root)
+        if not found:
             raise DataError(f"class folder {class_dir} has no readable images "
                             f"({', '.join(sorted(IMAGE_SUFFIXES))})")
-    return RawData(_stack_any_size(images), np.asarray(labels, np.int64),
-                   tuple(p.name for p in class_dirs), str(root.resolve()), skipped=tuple(skipped))
-
-
-def _stack_any_size(images: list[np.ndarray]) -> np.ndarray:
-    """Stack same-sized images; images of mixed sizes become an object array (resized later)."""
-    if len({im.shape for im in images}) == 1:
-        return np.stack(images)
-    out = np.empty(len(images), dtype=object)
-    out[:] = images
-    return out
+        files += found
+        labels += [label] * len(found)
+    return RawData(ImageFiles(root, tuple(files)), np.asarray(labels, np.int64),
+                   tuple(p.name for p in class_dirs), str(root.resolve()))
 
 
 LOADERS: dict[str, Callable[..., RawData]] = {
@@ -228,23 +223,6 @@ LOADERS: dict[str, Callable[..., RawData]] = {
 # --------------------------------------------------------------------------- preparation
 
 
-def to_rgb_size(x: np.ndarray, size: int) -> np.ndarray:
-    """(N, H, W[, C]) uint8 images (or an object array of mixed sizes) -> (N, size, size, 3)."""
-    def one(im: np.ndarray) -> np.ndarray:
-        if im.ndim == 2:
-            im = im[..., None]
-        if im.shape[-1] == 1:
-            im = np.repeat(im, 3, axis=-1)
-        if im.shape[:2] != (size, size):
-            im = np.asarray(Image.fromarray(im).resize((size, size), Image.BILINEAR))
-        return im
-
-    if x.dtype == object or x.shape[1:3] != (size, size):
-        return np.stack([one(im) for im in x]).astype(np.uint8)
-    x = x if x.ndim == 4 else x[..., None]
-    return np.repeat(x, 3, axis=-1) if x.shape[-1] == 1 else x
-
-
 def check_labels(y: np.ndarray, num_classes: int, where: str) -> None:
     if y.size and (y.min() < 0 or y.max() >= num_classes):
         raise DataError(f"{where}: labels must lie in 0..{num_classes - 1}, "
@@ -254,19 +232,35 @@ def check_labels(y: np.ndarray, num_classes: int, where: str) -> None:
         raise DataError(f"{where}: classes {missing} have no images")
 
 
-def split_data(
-    raw: RawData, test_split: float, val_split: float, seed: int
-) -> tuple[np.ndarray, ...]:
-    """Stratified, seeded splits: the data set's own test part when it has one."""
-    x, y = raw.x, raw.y
-    if raw.x_test is None:
-        x, x_test, y, y_test = train_test_split(x, y, test_size=test_split, stratify=y,
-                                                random_state=seed)
-    else:
-        x_test, y_test = raw.x_test, raw.y_test
-    x_train, x_val, y_train, y_val = train_test_split(x, y, test_size=val_split, stratify=y,
-                                                      random_state=seed)
-    return x_train, y_train, x_val, y_val, x_test, y_test
+def data_digest(x: np.ndarray, y: np.ndarray) -> str:
+    """8 hex digits of MD5 over the split's shape, dtype, every label and `DIGEST_ROWS`
+    evenly spaced images: identifies the data wherever it is stored (in memory or in
+    memory-mapped files), reading at most that many images. MLflow's own NumPy digest copies
+    the whole array (`flatten`) to hash its first 10,000 values, which a memory-mapped split
+    cannot afford."""
+    h = hashlib.md5(usedforsecurity=False)
+    h.update(repr((x.shape, str(x.dtype))).encode())
+    h.update(np.ascontiguousarray(y, dtype=np.int64).tobytes())
+    picked = np.unique(np.linspace(0, len(x) - 1, min(len(x), DIGEST_ROWS)).astype(np.int64))
+    for start in range(0, len(picked), 64):
+        h.update(np.ascontiguousarray(x[picked[start:start + 64]]).tobytes())
+    return h.hexdigest()[:8]
+
+
+def read_folder(files: ImageFiles, image_size: int, skip_bad_images: bool
+                ) -> tuple[CachedImages, np.ndarray, tuple[str, ...]]:
+    """The files at `image_size` through the cache; the rows that were read, and the paths
+    of those that were not (DataError for the first one unless `skip_bad_images`)."""
+    cached = cached_images(files.root, files.files, image_size,
+                           stop_at_unreadable=not skip_bad_images)
+    if cached.unreadable and not skip_bad_images:
+        row = min(cached.unreadable)
+        raise DataError(f"cannot read image {files.root / files.files[row].path}: "
+                        f"{cached.unreadable[row]} (fix or remove it, or pass "
+                        "--skip-bad-images)")
+    good = np.setdiff1d(np.arange(len(files)), list(cached.unreadable)).astype(np.int64)
+    skipped = tuple(str(files.root / files.files[i].path) for i in sorted(cached.unreadable))
+    return cached, good, skipped
 
 
 def load_dataset(
@@ -278,31 +272,56 @@ def load_dataset(
     seed: int = 0,
     skip_bad_images: bool = False,
     limit: int | None = None,
+    in_memory: bool | None = None,
 ) -> Dataset:
     """Load data set `name`, split it and bring every image to (image_size, image_size, 3) uint8.
 
-    `limit` keeps a stratified subset of at most that many training images (for smoke runs).
-    Raises DataError with a one-line explanation when the data cannot be had.
+    `limit` keeps a stratified, seeded subset of at most that many images before splitting
+    (for smoke runs; a folder's other files are never read). Folder data: `in_memory` None
+    keeps the splits in memory when they take at most half the available memory, else in
+    memory-mapped files (np.memmap) in the cache folder; True or False forces either.
+    Raises DataError with a one-line explanation when the data cannot be had or split.
     """
     if name not in LOADERS:
         raise DataError(f"unknown dataset {name!r}; choose one of: {', '.join(LOADERS)}")
-    raw = LOADERS[name](data_dir=data_dir, skip_bad_images=skip_bad_images)
-    check_labels(raw.y, len(raw.class_names), name)
-    if limit is not None and limit < len(raw.y):
-        x_keep, _, y_keep, _ = train_test_split(raw.x, raw.y, train_size=limit, stratify=raw.y,
-                                                random_state=seed)
-        x_test, y_test = raw.x_test, raw.y_test
-        if x_test is not None:  # keep the data set's own test part in proportion
-            n = max(limit // 4, 2 * len(raw.class_names))
-            x_test, y_test = x_test[:n], y_test[:n]
-        raw = RawData(x_keep, y_keep, raw.class_names, raw.source, x_test, y_test, raw.skipped)
-    x_train, y_train, x_val, y_val, x_test, y_test = split_data(raw, test_split, val_split, seed)
+    raw = LOADERS[name](data_dir=data_dir)
+    names, folder = raw.class_names, isinstance(raw.x, ImageFiles)
+    check_labels(raw.y, len(names), name)
+    splits = Splits(test_split, val_split, own_test=raw.x_test is not None)
+    splits.check(np.bincount(raw.y, minlength=len(names)), names, folder)
+    keep = kept_rows(raw.y, limit, seed, splits, names, folder)
+    x_test, y_test = raw.x_test, raw.y_test
+    if x_test is not None and len(keep) < len(raw.y):  # its own test part, in proportion
+        n = max(limit // 4, 2 * len(names))
+        x_test, y_test = x_test[:n], y_test[:n]
+        check_labels(y_test, len(names), f"{name} test part (first {n} images)")
+    y, skipped = raw.y[keep], ()
+    if folder:
+        files = ImageFiles(raw.x.root, tuple(raw.x.files[i] for i in keep))
+        rows, good, skipped = read_folder(files, image_size, skip_bad_images)
+        y = y[good]
+        if skipped:
+            splits.check(np.bincount(y, minlength=len(names)), names, folder,
+                         fix="replace the unreadable files")
+        if in_memory is None:
+            in_memory = len(good) * image_size ** 2 * 3 <= available_memory() // 2
+    else:
+        rows, good = raw.x[keep], np.arange(len(keep))
+    train, val, test = splits.split(y, seed)
+
+    def images(part: np.ndarray) -> np.ndarray:
+        if folder:
+            return take(rows, good[part], in_memory)
+        return to_rgb_size(rows[part], image_size)
+
+    if test is not None:
+        x_test, y_test = images(test), y[test]
     return Dataset(
-        name=name, class_names=raw.class_names, source=raw.source,
-        x_train=to_rgb_size(x_train, image_size), y_train=np.asarray(y_train, np.int64),
-        x_val=to_rgb_size(x_val, image_size), y_val=np.asarray(y_val, np.int64),
+        name=name, class_names=names, source=raw.source,
+        x_train=images(train), y_train=np.asarray(y[train], np.int64),
+        x_val=images(val), y_val=np.asarray(y[val], np.int64),
         x_test=to_rgb_size(x_test, image_size), y_test=np.asarray(y_test, np.int64),
-        skipped=raw.skipped,
+        skipped=skipped,
     )
 
 

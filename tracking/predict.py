@@ -4,12 +4,13 @@
     python -m tracking.predict --model-uri models:/resnet50-tuned/1 image.png
 
 Prints one line per image: path, predicted class name, its probability. Each image is read
-with PIL, converted to RGB and resized to the run's `image_size` param with the bilinear
-resize of `tracking.data.to_rgb_size` (the training pipeline's), then the uint8 batch goes to
-the logged model (`mlflow.pyfunc`), which scales it itself and returns probabilities. Class
-names come from the logged model's metadata (or the run's `class_names.json`), exactly as
-training saw them. A missing or unreadable image, or an unknown run or model, exits with
-status 2 and says which.
+by `tracking.images.read_image` at the run's `image_size` param, the function that reads a
+folder data set for training (EXIF orientation, 8-bit RGB, bilinear resize), then the batch
+goes to the logged model (`mlflow.pyfunc`), which scales it itself and returns probabilities.
+Class names come from the logged model's metadata (or the run's `class_names.json`), exactly
+as training saw them. A missing or unreadable image, or an unknown run or model, exits with
+status 2 and says which; an image much brighter or darker than the training images gets a
+warning line.
 
 The same model can be served over HTTP:
 `mlflow models serve -m runs:/RUN_ID/model --env-manager local -p 5001`, then POST
@@ -29,11 +30,10 @@ from pathlib import Path
 import mlflow
 import numpy as np
 from mlflow.exceptions import MlflowException
-from PIL import Image
 
 from tracking.cli import bad_input_exits, unquote
-from tracking.data import to_rgb_size
 from tracking.errors import UsageError
+from tracking.images import read_image
 from tracking.provenance import read_class_names
 
 
@@ -61,20 +61,17 @@ class ModelSource:
 
 
 def read_images(paths: Sequence[str | Path], image_size: int) -> np.ndarray:
-    """uint8 (N, image_size, image_size, 3): PIL -> RGB -> the training resize."""
-    images = []
-    for path in paths:
+    """uint8 (N, image_size, image_size, 3), each file read as training reads it
+    (`tracking.images.read_image`). Raises PredictError naming a missing or unreadable file."""
+    images = np.empty((len(paths), image_size, image_size, 3), np.uint8)
+    for i, path in enumerate(paths):
         if not Path(path).is_file():
             raise PredictError(f"no such image file: {path}")
         try:
-            with Image.open(path) as img:
-                img.load()
-                images.append(np.asarray(img.convert("RGB"), dtype=np.uint8))
-        except Exception as err:
+            images[i] = read_image(path, image_size)
+        except Exception as err:  # Pillow raises many types for a bad file
             raise PredictError(f"cannot read image {path}: {err}") from None
-    batch = np.empty(len(images), dtype=object)  # any sizes; to_rgb_size resizes each
-    batch[:] = images
-    return to_rgb_size(batch, image_size)
+    return images
 
 
 def resolve_model(run_id: str = "", model_uri: str = "", image_size: int | None = None

@@ -39,7 +39,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
 
 from tracking.config import Config, param_text, same_param
-from tracking.data import Dataset
+from tracking.data import Dataset, data_digest
 
 try:
     import pynvml  # nvidia-ml-py: optional, only useful where an NVIDIA GPU exists
@@ -321,7 +321,7 @@ def log_data_inputs(data: Dataset, image_size: int) -> None:
                           ("test", data.x_test, data.y_test)):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # "source ... in multiple ways"
-            ds = mlflow.data.from_numpy(x, targets=y, source=source,
+            ds = mlflow.data.from_numpy(x, targets=y, source=source, digest=data_digest(x, y),
                                         name=f"{data.name}-{image_size}px-{context}")
         mlflow.log_input(ds, context=context)
 
