@@ -19,10 +19,10 @@ from processes import free_port
 
 from tracking import compare
 from tracking.compare import CompareError
+from tracking.data import data_digest
 from tracking.evaluate import evaluation_from_probabilities, log_evaluation
 from tracking.groups import ModelGroup, RunSummary
 from tracking.outcomes import predictions_frame
-from tracking.provenance import split_digest
 from tracking.report import FIGURES, render_markdown
 from tracking.store import TrackingServerError, check_tracking_uri
 from tracking.verdicts import class_error_sentence, gap_verdict, shared_mistakes
@@ -65,7 +65,7 @@ def log_fake_training_run(experiment: str, model: str, seed: int, accuracy: floa
         mlflow.log_metrics({"best_epoch": 3, "epochs_run": 3, "train_seconds": 12.0})
         if artifacts:
             log_evaluation(ev, CLASSES, title=model, images=TEST_IMAGES,
-                           test_digest=split_digest(TEST_IMAGES, y))
+                           test_digest=data_digest(TEST_IMAGES, y))
         else:
             mlflow.log_metric("test_accuracy", accuracy)
         mlflow.set_tag("mlflow.runName", f"{model}-{dataset}-seed{seed}")
@@ -166,7 +166,7 @@ def test_report_with_seeds_judges_gaps_and_names_hard_classes(mlflow_uri: str,
     assert "Among the most-missed classes of every model: `7`." in md
     # the same split for every run here: 6 images (class 7's first) every run gets wrong
     assert f"Test images every model gets wrong: 6 of 200 on split " \
-           f"`{split_digest(TEST_IMAGES, np.repeat(np.arange(10), PER_CLASS))}` (9 runs), " \
+           f"`{data_digest(TEST_IMAGES, np.repeat(np.arange(10), PER_CLASS))}` (9 runs), " \
            "pictured in `common_mistakes_digits.png`." in md
     assert (out / "common_mistakes_digits.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| Model | ROC AUC (macro) | Average precision (macro) | Top-2 accuracy | " \

@@ -13,10 +13,9 @@ import matplotlib.pyplot as plt
 import mlflow
 
 from tracking.config import Config
-from tracking.data import Dataset
+from tracking.data import Dataset, data_digest
 from tracking.evaluate import evaluate, log_evaluation
 from tracking.plots import training_curves_figure
-from tracking.provenance import split_digest
 from tracking.serving import MODEL_NAME, log_classifier
 
 
@@ -59,7 +58,7 @@ def finish_run(model: keras.Model, config: Config, data: Dataset,
         ev = evaluate(model, data.x_test, data.y_test, data.class_names)
         results.update(log_evaluation(ev, data.class_names, title=config.display_name,
                                       images=data.x_test,
-                                      test_digest=split_digest(data.x_test, data.y_test)))
+                                      test_digest=data_digest(data.x_test, data.y_test)))
         results["evaluation"] = ev
     timings["evaluate_seconds"] = time.perf_counter() - t
 

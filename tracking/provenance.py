@@ -277,11 +277,6 @@ def read_class_names(run_id: str) -> tuple[str, ...] | None:
     return tuple(str(mapping[str(i)]) for i in range(len(mapping)))
 
 
-def split_digest(x: np.ndarray, y: np.ndarray) -> str:
-    """The digest MLflow gives the split (x, y) as a dataset input (`log_data_inputs`)."""
-    return mlflow.data.from_numpy(x, targets=y).digest
-
-
 def pixel_mean(images: np.ndarray, sample: int = 1000) -> float:
     """Mean pixel value (0-255) of uint8 images (N, S, S, 3), over at most `sample` of them
     evenly spaced (a memory-mapped split is not read whole); what `tracking.predict` compares

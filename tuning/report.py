@@ -26,10 +26,10 @@ from mlflow.entities.model_registry import ModelVersion
 from optuna.trial import FrozenTrial, TrialState
 from optuna.visualization import matplotlib as vis
 
-from tracking.data import Dataset
+from tracking.data import Dataset, data_digest
 from tracking.evaluate import Evaluation, evaluate, evaluation_metrics, log_evaluation
 from tracking.paired import chance_p_value
-from tracking.provenance import log_class_names, split_digest
+from tracking.provenance import log_class_names
 from tracking.serving import load_logged_classifier
 from tuning.storage import RUN_ID_ATTR
 
@@ -136,7 +136,7 @@ def report_study(study: optuna.Study, model: str, study_name: str, data: Dataset
     title = f"{study_name} trial {best.number}"
     test = {"tuned_test_accuracy": tuned.accuracy}
     log_evaluation(tuned, data.class_names, title=title, prefix="tuned_test",
-                   images=data.x_test, test_digest=split_digest(data.x_test, data.y_test))
+                   images=data.x_test, test_digest=data_digest(data.x_test, data.y_test))
     log_class_names(data.class_names)
     baseline = next((t for t in complete if t.user_attrs.get(BASELINE_ATTR)), None)
     if baseline is not None:
