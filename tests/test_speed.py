@@ -14,6 +14,8 @@ import mlflow
 import pytest
 
 from tracking.bench import main as bench_main
+from tracking.bench_precision import main as precision_main
+from tracking.bench_precision import markdown, summarise
 from tracking.config import Config, ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -96,3 +98,35 @@ def test_gpu_check_script_runs_a_recipe_variant_on_fashion_mnist(tmp_path: Path)
         [mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"]).get_experiment_by_name(
             "gpu-check").experiment_id])[0]
     assert run.data.params["augment_shift"] == "0"
+
+
+def test_precision_summary_from_hand_computed_runs() -> None:
+    rows = [{"model": "m", "seed": s, "precision": p, "images_per_second": v, "test_accuracy": a}
+            for s, p, v, a in [(0, "float32", 100.0, 0.90), (0, "mixed_bfloat16", 150.0, 0.91),
+                               (1, "float32", 50.0, 0.94), (1, "mixed_bfloat16", 100.0, 0.89),
+                               (2, "float32", 80.0, 0.92), (2, "mixed_bfloat16", 96.0, 0.91)]]
+    fp32, bf16 = summarise(rows)
+    assert fp32["images_per_second"] == 80.0 and "speed_ratio" not in fp32
+    assert fp32["test_accuracy_mean"] == pytest.approx(0.92)
+    assert fp32["test_accuracy_sd"] == pytest.approx(0.02)
+    # per-seed ratios 1.5, 2.0, 1.2: the median 1.5; mean 0.9033 >= 0.92 - 0.02
+    assert bf16["speed_ratio"] == pytest.approx(1.5)
+    assert bf16["accuracy_within_spread"] is True
+    assert "| m | mixed_bfloat16 | 3 | 100 (96-150) | 0.9033 +/- 0.0115 | 1.50x | yes |" \
+        in markdown([fp32, bf16])
+
+
+@pytest.mark.slow
+def test_precision_bench_interleaves_through_the_tracked_loop(mlflow_uri: str,
+                                                              tmp_path: Path) -> None:
+    out = tmp_path / "precision.json"
+    assert precision_main(["--models", "concat_cnn", "--seeds", "0,1", "--epochs", "2",
+                           "--limit", "150", "--output", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert [(r["seed"], r["precision"]) for r in report["runs"]] == [
+        (0, "float32"), (0, "mixed_bfloat16"), (1, "mixed_bfloat16"), (1, "float32")]
+    runs = mlflow.search_runs(experiment_names=["precision"], output_format="list")
+    logged = {r.info.run_id: r.data.params["precision"] for r in runs}
+    assert logged == {r["run_id"]: r["precision"] for r in report["runs"]}
+    assert all(r["images_per_second"] > 0 for r in report["runs"])
+    assert precision_main(["--models", "concat_cnn", "--precisions", "mixed_bfloat16"]) == 2
