@@ -21,7 +21,7 @@ from tracking import compare
 from tracking.compare import CompareError
 from tracking.data import data_digest
 from tracking.evaluate import evaluation_from_probabilities, log_evaluation
-from tracking.groups import ModelGroup, RunSummary
+from tracking.groups import TUNED, VARIANT_TAG, ModelGroup, RunSummary
 from tracking.outcomes import predictions_frame
 from tracking.report import FIGURES, render_markdown
 from tracking.store import TrackingServerError, check_tracking_uri
@@ -205,6 +205,22 @@ def test_default_takes_the_latest_run_of_each_model(mlflow_uri: str, tmp_path: P
     assert "the seed-to-seed spread is unknown" in md
     assert "one run per model is what the original study drew its ranking from" in md
     assert "# Model comparison: latest" in capsys.readouterr().out
+
+
+def test_default_leaves_fair_study_runs_to_their_own_report(mlflow_uri: str,
+                                                           tmp_path: Path) -> None:
+    """A fair study's tuned runs are not ranked against runs trained apart; a data set only
+    a fair study trained on shows the study's runs."""
+    plain = log_fake_training_run("mixed", "vgg19", 0, 0.95)
+    tuned = log_fake_training_run("mixed", "concat_cnn", 0, 0.9, tags={VARIANT_TAG: TUNED})
+    only_study = log_fake_training_run("mixed", "concat_cnn", 0, 0.8, dataset="fashion_mnist",
+                                       tags={VARIANT_TAG: TUNED})
+    assert compare.main(["--experiment", "mixed", "--output", str(tmp_path / "r"),
+                         "--no-log", "--no-latency"]) == 0
+    md = (tmp_path / "r" / "comparison.md").read_text()
+    assert plain in md and only_study in md and tuned not in md
+    assert "1. **vgg19** 0.9500 (single run)" in md
+    assert "1. **concat_cnn (tuned)** 0.8000 (single run)" in md
 
 
 def test_report_links_only_the_figures_it_wrote(mlflow_uri: str, tmp_path: Path) -> None:

@@ -5,8 +5,9 @@
     mlflow run . -e compare [-P filter="..."] --experiment-name NAME
 
 Where: the named --experiment, else (under `mlflow run`) the launched run's, else every
-experiment. Which runs: without --filter, the latest finished run of each model (per data set); with
---filter (an MLflow search filter), every finished run it selects; with --parent, every
+experiment. Which runs: without --filter, the latest finished run of each model (per data set)
+outside fair studies (a data set only a fair study trained on: its latest recipe and tuned
+runs); with --filter (an MLflow search filter), every finished run it selects; with --parent, every
 finished run nested under that run (a study's). Only training runs count: a run needs the
 `model` param and the `test_accuracy` metric; comparison and study runs and tuning trials are
 skipped. A tuning study's parent run among the selected runs gets a section of its own.
@@ -111,10 +112,19 @@ def select_runs(
     training = [r for r in runs if is_training_run(r)]
     tuning = [r for r in runs if is_tuning_run(r)]
     if not clauses:  # the latest run of each model (and fair-study variant) on each data set
-        training = _latest(training, lambda r: (param(r, "dataset"), param(r, "model"),
-                                                r.data.tags.get(VARIANT_TAG, "")))
+        training = _latest(_plain_first(training), lambda r: (
+            param(r, "dataset"), param(r, "model"), r.data.tags.get(VARIANT_TAG, "")))
         tuning = _latest(tuning, lambda r: (param(r, "dataset"), param(r, "model")))
     return training, tuning
+
+
+def _plain_first(runs: list[Run]) -> list[Run]:
+    """The runs outside fair studies where a data set has any, else (a data set only a fair
+    study trained on) that study's recipe and tuned runs: the default report never ranks a
+    study's tuned models against single runs trained apart (`--parent` shows a study)."""
+    plain = {param(r, "dataset") for r in runs if not r.data.tags.get(VARIANT_TAG)}
+    return [r for r in runs
+            if not r.data.tags.get(VARIANT_TAG) or param(r, "dataset") not in plain]
 
 
 def param(run: Run, key: str, default: str = "") -> str:

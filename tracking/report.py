@@ -94,7 +94,9 @@ def render_markdown(groups: Sequence[ModelGroup], tuning: Sequence[TuningSummary
                 f"{fmt(g.mean_of('num_params'), ',.0f')} | {links} |")
         lines += ["", "Images/s: training throughput, mean over epochs after the first (which "
                   "includes graph tracing); train s: wall time of `fit`. Best epoch: the one "
-                  "whose weights early stopping restored.", ""]
+                  "whose weights early stopping restored."
+                  + (" Rank –: not tuned in the fair study, so set beside the tuned models "
+                     "and not ranked against them." if recipes else ""), ""]
         lines += ["### Ranking", ""]
         lines += [f"{rank}. **{g.label}** {accuracy_cell(g)}" for rank, g in enumerate(ranked, 1)]
         lines.append("")
