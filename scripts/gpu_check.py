@@ -105,7 +105,7 @@ def main() -> int:
     p.add_argument("--data-dir", default="")
     p.add_argument("--batch-size", type=auto_or_number(int, "batch size"), default=None)
     p.add_argument("--epochs", type=auto_or_number(int, "epochs"), default=None)
-    p.add_argument("--limit", type=int, default=0, help="training images (0 = all)")
+    p.add_argument("--limit", type=int, default=0, help="images kept before splitting (0 = all)")
     p.add_argument("--output", default="gpu_check.json")
     p.add_argument("--set", action="append", default=[], metavar="MODEL.FIELD=VALUE",
                    help="recipe variant (repeatable), e.g. concat_cnn.shift=0 "

@@ -338,7 +338,7 @@ def test_a_fair_study_sets_each_model_tuned_against_its_recipe(mlflow_uri: str,
     assert "| a (tuned) | 0.9500 (single run) | 1,001 | 12 | – | – | no (front) |" in md
     assert "| b (tuned) | 0.8500 (single run) | 1,001 | 12 | – | – | **dominated** by " \
            "a (tuned) |" in md
-    assert "not measured (no model loaded)" in md
+    assert "not measured (--no-latency, or no run's model could be loaded)" in md
     assert (out / "accuracy_vs_cost_digits.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "Every model had the same budget: 4 trials (complete + pruned) of at most 3 " \
            "epochs, MedianPruner, 1 seed per trial from seed 0" in md

@@ -25,7 +25,8 @@ def test_bench_measures_bare_autolog_and_ours(tmp_path: Path, monkeypatch, capsy
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "bench.json"
     assert bench_main(["--models", "concat_cnn", "--epochs", "3", "--limit", "150",
-                       "--repeats", "1", "--output", str(out)]) == 0
+                       "--repeats", "1", "--output", str(out),
+                       "--tracking-uri", f"sqlite:///{tmp_path / 'bench.db'}"]) == 0
     report = json.loads(out.read_text())
     (row,) = report["rows"]
     assert row["model"] == "concat_cnn" and row["train_images"] > 0

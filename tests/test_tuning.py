@@ -192,7 +192,8 @@ def test_resuming_with_another_search_space_exits_2_before_any_run(mlflow_uri: s
     study = load("space", f"sqlite:///{tmp_path / 'optuna.db'}")
     assert study.user_attrs["search_space"] == {
         "model": "concat_cnn", "dataset": "digits", "epochs": "1..1",
-        "batch_size": "16,32,64,128,256,512", "learning_rate": "0.0001..0.01 log"}
+        "batch_size": "16,32,64,128,256,512", "learning_rate": "0.0001..0.01 log",
+        "limit": "100"}
     assert [t.state for t in study.trials] == [TrialState.COMPLETE]
     runs = runs_in_store(tmp_path)
     assert runs == 2  # parent and trial
@@ -206,6 +207,13 @@ def test_resuming_with_another_search_space_exits_2_before_any_run(mlflow_uri: s
         assert last.startswith("python -m tuning.optuna_resnet: error: study 'space' in sqlite:///")
         assert ("was created with epochs 1..1, this command asks for epochs 2..3: use a new "
                 "--study-name, or resume with the same settings (--max-epochs 1)") in last
+    # the images trials are scored on are part of the study: another --limit is refused
+    with pytest.raises(SystemExit) as exit_info:
+        main([*args[:2], *args[4:], "--max-epochs", "1"])  # no --limit: the whole data set
+    assert exit_info.value.code == 2
+    assert ("was created with limit 100, this command asks for limit (none): use a new "
+            "--study-name, or resume with the same settings (--limit 100)"
+            ) in capsys.readouterr().err
     assert len(load("space", f"sqlite:///{tmp_path / 'optuna.db'}").trials) == 1
     assert runs_in_store(tmp_path) == runs
 
@@ -385,7 +393,7 @@ def test_mlproject_tune_entry_mirrors_the_command_line() -> None:
         assert p["default"] == defaults[name], name
         assert f"--{name.replace('_', '-')} {{{name}}}" in spec["command"], name
     assert {"dataset", "data_dir", "n_trials", "timeout", "max_epochs", "study_name", "storage",
-            "seed", "precision", "pruner", "seeds_per_trial"} == set(spec["parameters"])
+            "seed", "precision", "pruner", "seeds_per_trial", "limit"} == set(spec["parameters"])
     assert spec["command"].startswith("python -m tuning.optuna_resnet")
 
 

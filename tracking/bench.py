@@ -1,7 +1,7 @@
 """Benchmark: what does our tracking cost against what a user would otherwise run?
 
     python -m tracking.bench [--models concat_cnn,vgg19] [--dataset digits] [--batch-size N]
-                             [--epochs 10] [--limit N] [--repeats 2] [--output bench.json]
+                             [--epochs 10] [--limit N] [--repeats 2] [--output outputs/bench.json]
 
 For each model, in one process, on the same data (in memory), model, optimizer, batch size
 and epochs, three sides, interleaved `--repeats` times (their order rotating each repeat, so a
@@ -24,12 +24,14 @@ repeats. Prints a table; writes JSON.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import keras
@@ -141,9 +143,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--data-dir", default="")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--epochs", type=int, default=10, help="epochs per measurement (>= 3)")
-    p.add_argument("--limit", type=int, default=0, help="training images (0 = all)")
+    p.add_argument("--limit", type=int, default=0, help="images kept before splitting (0 = all)")
     p.add_argument("--repeats", type=int, default=2)
-    p.add_argument("--output", default="bench.json")
+    p.add_argument("--output", default="outputs/bench.json")
     p.add_argument("--tracking-uri", default="",
                    help="store for the logged runs (default: a temporary SQLite file)")
     args = p.parse_args(argv)
@@ -156,15 +158,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                           patience=args.epochs, experiment="bench").resolved()
                    for m in args.models.split(",")]
         data = load_for(configs[0])
-    uri = args.tracking_uri or f"sqlite:///{tempfile.mkdtemp(prefix='bench-')}/mlflow.db"
-    mlflow.set_tracking_uri(uri)
-    rows = [bench_model(c, data, args.repeats) for c in configs]
+    with contextlib.ExitStack() as stack:  # a temporary store goes with its folder
+        uri = args.tracking_uri or "sqlite:///{}/mlflow.db".format(
+            stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-")))
+        mlflow.set_tracking_uri(uri)
+        rows = [bench_model(c, data, args.repeats) for c in configs]
     print(f"backend={keras.backend.backend()} dataset={args.dataset} "
-          f"train_images={len(data.y_train)} store={uri}")
+          f"train_images={len(data.y_train)} store={args.tracking_uri or 'temporary, deleted'}")
     print(format_table(rows))
-    with open(args.output, "w") as f:
-        json.dump({"backend": keras.backend.backend(), "dataset": args.dataset,
-                   "rows": rows}, f, indent=1)
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.output).write_text(json.dumps({"backend": keras.backend.backend(),
+                                             "dataset": args.dataset, "rows": rows}, indent=1))
     print(f"wrote {args.output}")
     return 0
 

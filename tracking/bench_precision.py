@@ -123,9 +123,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--precisions", default="float32,mixed_bfloat16")
     parser.add_argument("--dataset", default="digits")
     parser.add_argument("--epochs", type=int, default=0, help="0 = each model's recipe")
-    parser.add_argument("--limit", type=int, default=0, help="training images (0 = all)")
+    parser.add_argument("--limit", type=int, default=0,
+                        help="images kept before splitting (0 = all)")
     parser.add_argument("--experiment", default="precision")
-    parser.add_argument("--output", default="bench_precision.json")
+    parser.add_argument("--output", default="outputs/bench_precision.json")
     args = parser.parse_args(argv)
     models = [m for m in args.models.split(",") if m]
     precisions = [p for p in args.precisions.split(",") if p]
@@ -146,6 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     table = summarise(rows)
     print(f"device kind: {device_kind()}")
     print(markdown(table))
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps({"runs": rows, "summary": table}, indent=1))
     return 0
 

@@ -78,6 +78,8 @@ class CompareError(UsageError):
 
 # --------------------------------------------------------------------------- selecting runs
 
+ALL_EXPERIMENTS = "all experiments"  # the title of a report over every experiment
+
 
 def is_training_run(run: Run) -> bool:
     """A finished training run with a test evaluation, not a report, study or trial."""
@@ -248,12 +250,13 @@ def build_report(
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     training, tuning = select_runs(experiment_ids, filter_string, parent_run_id)
     if not training:
-        where = (f"nested under run {parent_run_id}" if parent_run_id else
-                 f"matching filter {filter_string!r}" if filter_string else "")
+        where = [(f"in experiment {title}" if title != ALL_EXPERIMENTS else f"in {title}")
+                 if title else "",
+                 f"nested under run {parent_run_id}" if parent_run_id else "",
+                 f"matching filter {filter_string!r}" if filter_string else ""]
         raise CompareError(
-            f"no finished training runs (with a test_accuracy) in experiment {title or ''} "
-            f"{where}".replace("  ", " ").strip() + "; train some first "
-            "(python -m tracking.train or python -m tracking.study)")
+            " ".join(["no finished training runs (with a test_accuracy)", *filter(None, where)])
+            + "; train some first (python -m tracking.train or python -m tracking.study)")
     folder = Path(output)
     folder.mkdir(parents=True, exist_ok=True)
     client = mlflow.MlflowClient()
@@ -355,7 +358,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ids = experiment_ids(name)
         try:
             report = build_report(ids, args.output, filter_string=filter_string,
-                                  parent_run_id=parent, title=name or "all experiments",
+                                  parent_run_id=parent, title=name or ALL_EXPERIMENTS,
                                   ui_base=ui_url, latency=args.latency)
         except MlflowException as err:  # a malformed --filter
             raise CompareError(f"cannot search runs with filter {filter_string!r}: "

@@ -47,7 +47,7 @@ class Config:
     experiment: str = "keras-cnn-comparison"  # MLflow experiment name
     run_name: str = ""  # "" = <model>-<dataset>
     skip_bad_images: bool = False  # folder data: skip unreadable files instead of failing
-    limit: int = 0  # keep at most this many training images (0 = all); for smoke runs
+    limit: int = 0  # keep at most this many images, split afterwards (0 = all); for smoke runs
     evaluate_test: bool = True  # False in tuning trials: the test split is for the final report
     checkpoint_every: int = 1  # epochs between resumable checkpoints (0 = none)
     distribute: str = "none"  # "data_parallel": each batch split over all devices (JAX)

@@ -146,7 +146,8 @@ def cost_lines(ranked: Sequence[ModelGroup], figure: bool) -> list[str]:
     batch = next((g.latency.batch for g in ranked if g.latency), None)
     lines = ["### Accuracy against cost", "",
              "| Model | Test accuracy | Parameters | Train s | ms/image (batch 1) | "
-             f"Images/s (batch {batch or '–'}) | Dominated |", "|---|---|---:|---:|---:|---:|---|"]
+             f"Images/s{f' (batch {batch})' if batch else ''} | Dominated |",
+             "|---|---|---:|---:|---:|---:|---|"]
     for i, g in enumerate(ranked):
         if joint[i]:
             verdict = "**dominated** by " + ", ".join(ranked[j].label for j in joint[i])
@@ -159,10 +160,10 @@ def cost_lines(ranked: Sequence[ModelGroup], figure: bool) -> list[str]:
                      f"{fmt(latency and latency.ms_per_image, '.2f')} | "
                      f"{fmt(latency and latency.images_per_second, ',.0f')} | {verdict} |")
     device = next((g.latency.device for g in ranked if g.latency), None)
-    where = (f"measured in the report's process on {device}, one model after the other"
-             if device else "not measured (no model loaded)")
-    return lines + ["", f"Latency: {where} (median of repeated predict calls after a warm-up; "
-                    "tracking/latency.py). Dominated: another model is at least as accurate "
+    where = (f"measured in the report's process on {device}, one model after the other "
+             "(median of repeated predict calls after a warm-up; tracking/latency.py)"
+             if device else "not measured (--no-latency, or no run's model could be loaded)")
+    return lines + ["", f"Latency: {where}. Dominated: another model is at least as accurate "
                     "and at most as costly on parameters, training seconds and latency at "
                     "once (strictly better on one); otherwise the costs on which one is."
                     + (f" Figure: `{pareto_figure_name(ranked[0].dataset)}`." if figure

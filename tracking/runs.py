@@ -4,7 +4,9 @@
     python -m tracking.runs upload mlflow-offline/<run_id>
 
 `stale` lists RUNNING runs whose process is gone: on this host, by its recorded pid; on
-others, when its last heartbeat (one per epoch) is older than --older-than minutes. With
+others (or a run that never recorded its process, such as one `mlflow run` created before a
+parameter check failed), when its last heartbeat (one per epoch; else its start) is older
+than --older-than minutes. With
 --mark they are set to KILLED (tag `stop_reason`), and can be continued with
 `python -m tracking.train --resume RUN_ID`.
 
@@ -64,7 +66,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     s.add_argument("--experiment", action="append", default=[],
                    help="experiment name (repeatable; default: all)")
     s.add_argument("--older-than", type=float, default=30.0,
-                   help="minutes without a heartbeat, for runs of other hosts")
+                   help="minutes without a heartbeat, for runs that recorded no process of "
+                        "this host (default 30)")
     s.add_argument("--mark", action="store_true", help="set them KILLED")
     u = sub.add_parser("upload", help="send a run saved while the server was away")
     u.add_argument("folder")
@@ -95,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not found:
         print("no stale runs")
     elif args.mark:
-        print(f"marked {len(found)} run(s) KILLED; continue one with "
+        print(f"marked {len(found)} run(s) KILLED; one that saved a checkpoint continues with "
               "python -m tracking.train --resume RUN_ID")
     return 0
 

@@ -77,7 +77,7 @@ class StudyConfig:
     models: tuple[str, ...] = DEFAULT_MODELS  # trained in this order for every seed
     seeds: int = 3  # runs per model, seeds 0..seeds-1: the error bars
     epochs: int | None = None  # None = each model's recipe (early stopping may end sooner)
-    limit: int = 0  # keep at most this many training images (0 = all); for smoke runs
+    limit: int = 0  # keep at most this many images, split afterwards (0 = all); for smoke runs
     tune: bool = False  # also run the ResNet-50 Optuna study (tuning.optuna_resnet)
     tune_trials: int = 20  # its total trials
     tune_max_epochs: int = 10  # upper bound of its tuned epochs
@@ -254,7 +254,8 @@ def run_tuning(config: StudyConfig, parent_run_id: str, model: str,
                       seeds_per_trial=config.seeds_per_trial,
                       seed=config.split_seed if config.fair else 0,
                       final_test=not config.fair)
-    print(f"study: tuning {tune.model} ({tune.n_trials} trials)", file=sys.stderr, flush=True)
+    print(f"study: tuning {tune.model} ({tune.n_trials} trial{'' if tune.n_trials == 1 else 's'})",
+          file=sys.stderr, flush=True)
     try:
         summary = run_tuning_study(tune, data=data)
     except Exception as err:  # noqa: BLE001 - the trained models still get their report
@@ -313,7 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=auto_or_number(int, "epochs"), default=d.epochs,
                    help="maximum epochs for every model (default: each recipe)")
     p.add_argument("--limit", type=number(int, "limit"), default=d.limit,
-                   help="keep at most this many training images (0 = all)")
+                   help="keep at most this many images, split afterwards (0 = all)")
     p.add_argument("--experiment", default=d.experiment,
                    help="MLflow experiment (with mlflow run: --experiment-name)")
     p.add_argument("--precision", default=d.precision,
@@ -381,7 +382,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(report.markdown)
     if result["promotion"] is not None:
         print(format_promotion(result["promotion"]))
-    print(f"study: parent run {result['parent_run_id']}, {len(result['run_ids'])} runs, "
+    runs = len(result["run_ids"])
+    print(f"study: parent run {result['parent_run_id']}, {runs} run{'' if runs == 1 else 's'}, "
           f"{len(result['failed'])} stopped, {result['study_seconds']:.0f} s; "
           f"report {report.path.resolve()}", file=sys.stderr)
     return 0

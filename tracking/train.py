@@ -173,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-bad-images", action="store_true",
                    help="skip (and count) unreadable images in a folder data set")
     p.add_argument("--limit", type=number(int, "limit"), default=d.limit,
-                   help="keep at most this many training images (0 = all)")
+                   help="keep at most this many images, split afterwards (0 = all)")
     p.add_argument("--checkpoint-every", type=number(int, "checkpoint interval"),
                    default=d.checkpoint_every,
                    help="epochs between resumable checkpoints (0 = none)")

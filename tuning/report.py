@@ -15,7 +15,6 @@ nothing is registered.
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 import keras
@@ -151,8 +150,7 @@ def report_study(study: optuna.Study, model: str, study_name: str, data: Dataset
     summary["chance_p_value"] = chance
     if warning:
         summary["warning"] = warning
-        mlflow.set_tag("tuning_warning", warning[:MAX_TAG])
-        print(f"warning: {warning}", file=sys.stderr)
+        mlflow.set_tag("tuning_warning", warning[:MAX_TAG])  # the summary prints it
     if chance >= CHANCE_ALPHA:
         summary["registered_model"] = None
         mlflow.set_tag("registered_model", "none (not better than chance)")
@@ -197,9 +195,10 @@ def format_summary(s: dict[str, Any]) -> str:
     if "best_trial" in s:
         params = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
                            for k, v in s["best_params"].items())
-        registered = s["registered_model"] or "nothing registered"
+        registered = (f"registered as {s['registered_model']}" if s["registered_model"]
+                      else "registered nothing")
         lines.append(f"best trial {s['best_trial']}: {params}; {OBJECTIVE_METRIC} "
-                     f"{s['best_value']:.4f}; registered {registered}")
+                     f"{s['best_value']:.4f}; {registered}")
         if "tuned_test_accuracy" in s:
             test = f"test accuracy: tuned {s['tuned_test_accuracy']:.4f}"
             if "baseline_test_accuracy" in s:

@@ -88,12 +88,18 @@ def describe(distribution: BaseDistribution) -> str:
 
 def space_record(config: TuneConfig) -> dict[str, str]:
     """What a study is about, kept as its user attribute SPACE_ATTR: resuming it must match
-    (seeds_per_trial only when above 1, so studies from before it still match)."""
+    (seeds_per_trial, limit and seed only when not their defaults, so studies from before
+    them still match)."""
     record = {"model": config.model, "dataset": config.dataset,
               **{name: describe(d) for name, d in search_space(config.model,
                                                                 config.max_epochs).items()}}
     if config.seeds_per_trial > 1:  # a trial's value is then a mean: not mixed with others
         record["seeds_per_trial"] = str(config.seeds_per_trial)
+    # the images a trial is scored on: --limit and --seed (the split's) pick them
+    if config.limit:
+        record["limit"] = str(config.limit)
+    if config.seed:
+        record["seed"] = str(config.seed)
     return record
 
 
@@ -133,6 +139,8 @@ def check_search_space(study: optuna.Study, config: TuneConfig) -> None:
             hints.append(f"--{key} {value}")
         elif key == "seeds_per_trial":
             hints.append(f"--seeds-per-trial {1 if value == '(none)' else value}")
+        elif key in ("limit", "seed"):
+            hints.append(f"--{key} {0 if value == '(none)' else value}")
         elif key == "epochs" and low.isdigit() and high.isdigit():
             hints.append(f"--max-epochs {high}" if int(low) == min(min_epochs, int(high))
                          else f"min_epochs = {low} and --max-epochs {high}")

@@ -103,7 +103,7 @@ class TuneConfig:
     storage: str = ""  # SQLAlchemy URL; "" = optuna.db next to a SQLite MLflow store
     seed: int = 0  # splits and initial weights; the sampler's is seed + trials so far
     experiment: str = ""  # MLflow experiment; "" = <model>-tuning
-    limit: int = 0  # keep at most this many training images (0 = all); for smoke runs
+    limit: int = 0  # keep at most this many images, split afterwards (0 = all); for smoke runs
     precision: str = "auto"  # Keras dtype policy of every trial (tracking.precision)
     pruner: str = "median"  # one of PRUNERS
     seeds_per_trial: int = 1  # seeds each trial trains; its value is their mean
@@ -228,7 +228,8 @@ def create_study_only(config: TuneConfig) -> str:
             study, _ = open_study(config)
             ensure_experiment(config.experiment)
     return (f"study {config.study_name} ready in {masked(config.storage)} "
-            f"({len(study.trials)} trials); experiment {config.experiment}")
+            f"({len(study.trials)} trial{'' if len(study.trials) == 1 else 's'} so far); "
+            f"experiment {config.experiment}")
 
 
 # --------------------------------------------------------------------------- trials
