@@ -123,6 +123,37 @@ def test_resume_rejects_unknown_or_finished_runs(mlflow_uri: str, capsys) -> Non
     assert "cannot resume: no run" in capsys.readouterr().err
 
 
+def test_resume_refuses_a_live_run_a_run_without_checkpoint_and_other_runs(
+        mlflow_uri: str, capsys) -> None:
+    sleeper = subprocess.Popen(["sleep", "120"])
+    try:
+        exp = mlflow.set_experiment("faults").experiment_id
+        run = mlflow.MlflowClient().create_run(exp, tags={"host": socket.gethostname(),
+                                                          "pid": str(sleeper.pid)})
+        mlflow.MlflowClient().log_param(run.info.run_id, "model", "concat_cnn")
+        with pytest.raises(SystemExit) as err:  # its process still trains: two writers
+            main(["--resume", run.info.run_id])
+        assert err.value.code == 2
+        assert f"still running (process {sleeper.pid} on " in capsys.readouterr().err
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    with pytest.raises(SystemExit) as err:  # gone, but it never saved a checkpoint
+        main(["--resume", run.info.run_id])
+    assert err.value.code == 2 and "saved no checkpoint" in capsys.readouterr().err
+    other = mlflow.MlflowClient().create_run(exp, tags={"run_kind": "comparison"})
+    mlflow.MlflowClient().log_param(other.info.run_id, "model", "concat_cnn")
+    mlflow.MlflowClient().set_terminated(other.info.run_id, "FAILED")
+    with pytest.raises(SystemExit) as err:
+        main(["--resume", other.info.run_id])
+    assert err.value.code == 2 and "not a training run (comparison)" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as err:  # a resume takes the run's settings, no others
+        main(["--resume", run.info.run_id, "--model", "vgg19", "--epochs", "2"])
+    assert err.value.code == 2
+    assert "with its own settings: drop --model, --epochs" in capsys.readouterr().err
+    assert mlflow.MlflowClient().get_run(run.info.run_id).info.status == "RUNNING"
+
+
 def test_nan_loss_fails_the_run_with_reason(mlflow_uri: str) -> None:
     code = main(["--model", "concat_cnn", "--limit", "200", "--epochs", "3",
                  "--learning-rate", "1e9", "--experiment", "faults"])

@@ -50,6 +50,7 @@ from tracking.classifier import (
 from tracking.cli import boolean, unquote
 from tracking.config import Config, ConfigError
 from tracking.data import DataError, Dataset
+from tracking.provenance import live_process
 
 ARTIFACT_DIR = "checkpoints"
 WEIGHTS_FILE = "weights.npz"  # model weights and optimizer variables (NumPy arrays)
@@ -292,6 +293,17 @@ def resume_config(run_id: str) -> Config:
                           f"({err.error_code})") from None
     if run.info.status == "FINISHED":
         raise ConfigError(f"cannot resume run {run_id}: it already finished")
+    if "model" not in run.data.params or run.data.tags.get("run_kind"):
+        raise ConfigError(f"cannot resume run {run_id}: it is not a training run "
+                          f"({run.data.tags.get('run_kind') or 'no model param'})")
+    alive = live_process(run.data.tags) if run.info.status == "RUNNING" else ""
+    if alive:
+        raise ConfigError(f"cannot resume run {run_id}: it is still running ({alive}); "
+                          "stop that process first")
+    if not mlflow.MlflowClient().list_artifacts(run_id, ARTIFACT_DIR):
+        raise ConfigError(f"cannot resume run {run_id}: it saved no checkpoint (it stopped "
+                          "before its first epoch ended, or ran with --checkpoint-every 0); "
+                          "start a new run")
     return config_from_params(run.data.params)
 
 

@@ -219,6 +219,26 @@ def run_tags(config: Config, extra: dict[str, str] | None = None,
     return tags
 
 
+def process_alive(pid: int) -> bool:
+    """Whether process `pid` exists on this host (signal 0: no signal is sent)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def live_process(tags: dict[str, str]) -> str:
+    """"process P on HOST" when the run whose `run_tags` these are still has its process
+    alive on this host (other than this process), else ""."""
+    pid, host = tags.get("pid", ""), tags.get("host")
+    if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
+        return ""
+    return f"process {pid} on {host}" if process_alive(int(pid)) else ""
+
+
 def run_params(requested: Config, config: Config, model: keras.Model, data: Dataset,
                devices: int, steps_per_epoch: int) -> dict[str, Any]:
     """Every param of a training run: `requested` as given, `config` as resolved and run."""

@@ -28,16 +28,7 @@ import mlflow
 
 from tracking.callbacks import HEARTBEAT_TAG
 from tracking.offline import upload_offline
-
-
-def process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
+from tracking.provenance import process_alive
 
 
 def stale_runs(experiment_ids: Sequence[str], older_than_s: float) -> list[tuple[str, str]]:

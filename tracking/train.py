@@ -201,6 +201,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     resume = unquote(args.resume)
+    others = [t.split("=")[0] for t in (sys.argv[1:] if argv is None else argv)
+              if t.startswith("-") and t.split("=")[0] not in ("--resume", "--")]
+    if resume and others:
+        parser.error(f"--resume continues run {resume} with its own settings: drop "
+                     + ", ".join(others))
     with bad_input_exits(parser):
         config = resume_config(resume) if resume else config_from_args(args)
         data = load_for(config)
@@ -215,7 +220,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except KeyboardInterrupt as stop:
             last = mlflow.last_active_run()
             run_id = resume or (last.info.run_id if last else "RUN_ID")
-            print(f"{stop or 'interrupted'}: the run is marked KILLED; continue it with "
+            print(f"{str(stop) or 'interrupted'}: the run is marked KILLED; continue it with "
                   f"{RESUME_COMMAND.format(run_id=run_id)}", file=sys.stderr)
             return interrupt_status(stop)
     summary = {k: results[k] for k in ("run_id", "best_epoch", "epochs_run")}
