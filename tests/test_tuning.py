@@ -651,6 +651,42 @@ def test_a_killed_workers_trial_is_failed_and_retried(mlflow_uri: str, tmp_path:
     assert retry_run.data.tags["trial_state"] in ("COMPLETE", "PRUNED")
 
 
+@pytest.mark.slow
+def test_an_interrupted_baseline_is_enqueued_again(mlflow_uri: str, tmp_path: Path) -> None:
+    """SIGTERM (as Ctrl-C) during trial 0: Optuna fails it; the resumed study runs the
+    baseline again instead of losing the reference setting for good."""
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    common = ("--study-name", "stopped", "--n-trials", "2", "--limit", "600",
+              "--max-epochs", "4")
+    worker = subprocess.Popen(tune_command(*common), env=worker_env(mlflow_uri), cwd=tmp_path,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:  # stop it once trial 0 has reported an epoch
+        time.sleep(0.5)
+        try:
+            trials = load("stopped", storage).trials
+        except KeyError:
+            continue
+        if trials and trials[0].state == TrialState.RUNNING and trials[0].intermediate_values:
+            break
+    else:
+        worker.kill()
+        pytest.fail("trial 0 never reported an epoch")
+    worker.send_signal(signal.SIGTERM)
+    _, err = worker.communicate(timeout=120)
+    assert worker.returncode == 143, err[-2000:]
+    first = load("stopped", storage).trials[0]
+    assert first.state == TrialState.FAIL and first.user_attrs["interrupted"] is True
+
+    out = subprocess.run(tune_command(*common), env=worker_env(mlflow_uri), cwd=tmp_path,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    baselines = [t for t in load("stopped", storage).trials if t.user_attrs.get("baseline")]
+    assert [t.state for t in baselines][0] == TrialState.FAIL
+    assert baselines[1].state in (TrialState.COMPLETE, TrialState.PRUNED)
+    assert baselines[1].params == first.params
+
+
 @pytest.mark.postgres
 @pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning",
                             "ignore:Heartbeat of storage is supposed to be used")

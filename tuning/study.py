@@ -88,6 +88,7 @@ MAX_FAILURES_IN_A_ROW = 3  # a worker whose trials keep failing (e.g. NaN loss) 
 COUNTED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)  # what --n-trials counts
 PRUNERS = ("median", "hyperband", "none")
 HYPERBAND_REDUCTION = 3  # Optuna's default: a third of a bracket's trials go on each rung
+INTERRUPTED_ATTR = "interrupted"  # trial user attribute: Ctrl-C or SIGTERM stopped it
 TUNING_KIND = "tuning"  # run_kind tag of a study's parent run (tracking.compare skips it)
 
 
@@ -206,7 +207,9 @@ def open_study(config: TuneConfig, pruner: optuna.pruners.BasePruner | None = No
                                            n_startup_trials=TPE_STARTUP_TRIALS),
         pruner=pruner if pruner is not None else make_pruner(config.pruner, config.max_epochs),
     )
-    if not existing.trials:
+    baselines = [t for t in existing.trials if t.user_attrs.get(BASELINE_ATTR)]
+    if all(t.state == TrialState.FAIL and t.user_attrs.get(INTERRUPTED_ATTR)
+           for t in baselines):  # a new study, or its baseline was interrupted: (again)
         study.enqueue_trial(baseline_params(config.model, config.max_epochs),
                             user_attrs={BASELINE_ATTR: True})
     return study, sampler_seed
@@ -268,8 +271,19 @@ class TrialReporter(keras.callbacks.Callback):
                             f"{seeds}", epoch + 1)
 
 
-def objective(trial: optuna.Trial, *, study: optuna.Study, config: TuneConfig, base: Config,
-              data: Dataset, worker: str, admitted: Callable[[], None]) -> float:
+def objective(trial: optuna.Trial, **kwargs: Any) -> float:
+    """The study's objective (`train_point`); a trial stopped by Ctrl-C or SIGTERM is marked
+    INTERRUPTED_ATTR before Optuna fails it, so that a resumed study enqueues an interrupted
+    baseline again (`open_study`)."""
+    try:
+        return train_point(trial, **kwargs)
+    except KeyboardInterrupt:
+        trial.set_user_attr(INTERRUPTED_ATTR, True)
+        raise
+
+
+def train_point(trial: optuna.Trial, *, study: optuna.Study, config: TuneConfig, base: Config,
+                data: Dataset, worker: str, admitted: Callable[[], None]) -> float:
     """Train one point of the search space for each of the trial's seeds, each in a nested
     MLflow run; return the mean OBJECTIVE_METRIC. The trial's user attributes record its runs
     (RUN_IDS_ATTR; RUN_ID_ATTR and MODEL_URI_ATTR: the seed with the best value), the epochs
