@@ -40,6 +40,7 @@ from gradient_descent.core import (
     grid_starts,
 )
 from gradient_descent.plot import plot_grid, plot_single
+from tracking.cli import output_folder
 from tracking.store import ensure_experiment, prepare_store
 
 DEFAULT_EXPERIMENT = "gradient-descent"
@@ -117,8 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--output",
-        type=Path,
-        default=Path("outputs"),
+        type=lambda text: Path(output_folder(text)),
+        default="outputs",
         help="folder for gradient_descent_path.png (default outputs)",
     )
     parser.add_argument(
@@ -135,8 +136,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
-        if args.output.exists() and not args.output.is_dir():
-            parser.error(f"argument --output: not a folder: {str(args.output)!r}")
     except SystemExit as exit_:  # argparse has already printed the one-line error (or help)
         return exit_.code if isinstance(exit_.code, int) else 2
 

@@ -239,6 +239,11 @@ def test_nothing_to_compare_exits_2(mlflow_uri: str, tmp_path: Path, capsys) -> 
     from tracking.store import ensure_experiment
 
     ensure_experiment("empty")
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(SystemExit) as exit_info:  # checked before any run is read
+        compare.main(["--experiment", "empty", "--output", str(tmp_path / "a-file")])
+    assert exit_info.value.code == 2
+    assert "--output: not a folder that can be written" in capsys.readouterr().err
     for argv in (["--experiment", "empty"], ["--experiment", "no-such-experiment"]):
         with pytest.raises(SystemExit) as exit_info:
             compare.main([*argv, "--output", str(tmp_path / "r")])

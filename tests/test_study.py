@@ -54,8 +54,12 @@ def test_study_nests_every_seed_and_logs_the_report(mlflow_uri: str, tmp_path: P
     assert parent.info.run_id in view and "metrics.`test_accuracy`" in view
 
 
-def test_bad_study_settings_exit_2_before_any_run(mlflow_uri: str, capsys) -> None:
+def test_bad_study_settings_exit_2_before_any_run(mlflow_uri: str, tmp_path: Path,
+                                                  capsys) -> None:
+    (tmp_path / "a-file").write_text("")
     for argv, message in ((["--models", "alexnet"], "unknown model 'alexnet'"),
+                          (["--output", str(tmp_path / "a-file" / "report")],
+                           "argument --output: not a folder that can be written"),
                           (["--seeds", "0"], "seeds must be a positive integer"),
                           (["--dataset", "imagenet"], "unknown dataset 'imagenet'"),
                           (["--models", "vgg19,vgg19"], "must not repeat"),

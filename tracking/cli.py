@@ -15,6 +15,7 @@ import argparse
 import contextlib
 import signal
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, NoReturn
 
 from tracking.errors import UsageError
@@ -55,6 +56,18 @@ def number(kind: type, name: str) -> Callable[[str], Any]:
 
 TRUE_WORDS = ("true", "1", "yes", "on")
 FALSE_WORDS = ("false", "0", "no", "off")
+
+
+def output_folder(text: str) -> str:
+    """argparse type of an --output folder: made now (with its parents) so that a path that
+    cannot be one (a file, a read-only place) is refused before any run starts."""
+    path = Path(unquote(text))
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise argparse.ArgumentTypeError(
+            f"not a folder that can be written: {str(path)!r} ({err.strerror})") from None
+    return str(path)
 
 
 def boolean(name: str, auto: bool = False) -> Callable[[str], bool | None]:

@@ -44,7 +44,7 @@ import numpy as np
 from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 
-from tracking.cli import bad_input_exits, unquote
+from tracking.cli import bad_input_exits, output_folder, unquote
 from tracking.config import Config
 from tracking.errors import UsageError
 from tracking.evaluate import read_confusion_csv
@@ -337,7 +337,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--filter", default="", dest="filter_string",
                    help="MLflow search filter; every finished run it selects is compared")
     p.add_argument("--parent", default="", help="compare every run nested under this run id")
-    p.add_argument("--output", default=DEFAULT_OUTPUT, help="folder for the report")
+    p.add_argument("--output", default=DEFAULT_OUTPUT, type=output_folder,
+                   help="folder for the report")
     p.add_argument("--no-log", action="store_true", help="write the files only, log no run")
     p.add_argument("--no-latency", dest="latency", action="store_false",
                    help="do not load the models to measure their inference latency")

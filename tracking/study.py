@@ -49,6 +49,7 @@ from tracking.cli import (
     boolean,
     interrupt_status,
     number,
+    output_folder,
     sigterm_as_interrupt,
     unquote,
 )
@@ -319,7 +320,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="MLflow experiment (with mlflow run: --experiment-name)")
     p.add_argument("--precision", default=d.precision,
                    help="float32, mixed_bfloat16, mixed_float16 or auto, for every run")
-    p.add_argument("--output", default=d.output, help="folder for comparison.md and figures")
+    p.add_argument("--output", default=d.output, type=output_folder,
+                   help="folder for comparison.md and figures")
     p.add_argument("--tune-budget", type=budget, default=d.tune_budget,
                    metavar="TRIALSxMAX_EPOCHS",
                    help="the fair study: every model tuned with this many trials of at most "
