@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -180,6 +181,32 @@ def test_unreachable_server_fails_fast_naming_uri(monkeypatch, tmp_path: Path, c
     assert err.value.code == 2
     assert time.time() - start < 10
     assert uri in capsys.readouterr().err
+
+
+def test_stores_that_cannot_be_used_exit_2_before_any_run(monkeypatch, tmp_path: Path,
+                                                          capsys) -> None:
+    """A URI MLflow would take for a folder, an unknown scheme, a SQLite file under a file and a
+    web server that is not MLflow: one line naming the URI, exit 2, before data or model."""
+    from http.server import HTTPServer, SimpleHTTPRequestHandler
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a-file").write_text("")
+    web = HTTPServer(("127.0.0.1", 0), SimpleHTTPRequestHandler)
+    threading.Thread(target=web.serve_forever, daemon=True).start()
+    try:
+        for uri, says in (("garbage", "tracking store garbage cannot be used"),
+                          ("foo://bar", "tracking store foo://bar cannot be used"),
+                          (f"sqlite:///{tmp_path}/a-file/mlflow.db", "cannot be used"),
+                          (f"http://127.0.0.1:{web.server_port}",
+                           "answers, but not as an MLflow tracking server (HTTP 404")):
+            monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+            with pytest.raises(SystemExit) as err:
+                main(["--model", "concat_cnn", "--limit", "100"])
+            assert err.value.code == 2, uri
+            assert says in capsys.readouterr().err.strip().splitlines()[-1], uri
+    finally:
+        web.shutdown()
+    assert not (tmp_path / "garbage").exists() or not any((tmp_path / "garbage").iterdir())
 
 
 def start_server(store: Path, port: int) -> subprocess.Popen:

@@ -42,15 +42,20 @@ def auto_or_number(kind: type, name: str) -> Callable[[str], Any]:
     return parse
 
 
-def number(kind: type, name: str) -> Callable[[str], Any]:
-    """argparse type: a number of `kind`, with a message naming `name` when it is not one."""
+def number(kind: type, name: str, positive: bool = False) -> Callable[[str], Any]:
+    """argparse type: a number of `kind` (with `positive`, finite and above 0), with a message
+    naming `name` when it is not one."""
     def parse(text: str) -> Any:
         try:
-            return kind(unquote(text))
+            value = kind(unquote(text))
         except ValueError:
+            value = None
+        if value is None or (positive and not 0 < value < float("inf")):
+            what = "an integer" if kind is int else "a number"
             raise argparse.ArgumentTypeError(
-                f"{name} must be {'an integer' if kind is int else 'a number'}, got {text!r}"
-            ) from None
+                f"{name} must be {'a positive ' + what[what.index(' ') + 1:] if positive else what}"
+                f", got {text!r}")
+        return value
     return parse
 
 

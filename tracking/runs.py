@@ -17,6 +17,7 @@ than --older-than minutes. With
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import socket
 import sys
@@ -27,6 +28,7 @@ from pathlib import Path
 import mlflow
 
 from tracking.callbacks import HEARTBEAT_TAG
+from tracking.cli import bad_input_exits
 from tracking.offline import upload_offline
 from tracking.provenance import process_alive
 
@@ -65,21 +67,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     if args.command == "upload":
-        if not (Path(args.folder) / "state.json").is_file():
+        state = Path(args.folder) / "state.json"
+        if not state.is_file():
             p.error(f"{args.folder} holds no saved run (state.json missing)")
+        try:
+            json.loads(state.read_text())
+        except (ValueError, OSError) as err:
+            p.error(f"{state} is not a readable saved run ({err})")
+        with bad_input_exits(p):
+            pass  # the tracking store answers
         print(f"uploaded run {upload_offline(args.folder)}")
         return 0
 
-    client = mlflow.MlflowClient()
-    if args.experiment:
-        ids = []
-        for name in args.experiment:
-            exp = client.get_experiment_by_name(name)
-            if exp is None:
-                p.error(f"no experiment named {name!r}")
-            ids.append(exp.experiment_id)
-    else:
-        ids = [e.experiment_id for e in client.search_experiments()]
+    if not args.older_than >= 0:
+        p.error(f"--older-than must be minutes >= 0, got {args.older_than}")
+    with bad_input_exits(p):
+        client = mlflow.MlflowClient()
+        if args.experiment:
+            ids = []
+            for name in args.experiment:
+                exp = client.get_experiment_by_name(name)
+                if exp is None:
+                    p.error(f"no experiment named {name!r}")
+                ids.append(exp.experiment_id)
+        else:
+            ids = [e.experiment_id for e in client.search_experiments()]
     found = stale_runs(ids, args.older_than * 60)
     for run_id, why in found:
         print(f"{run_id}  {why}")

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import mlflow
 from mlflow.entities import Experiment
 
-from tracking.cli import unquote
+from tracking.cli import number, unquote
 from tracking.compare import is_training_run, search_finished
 from tracking.store import CHECK_TIMEOUT_SECONDS, TrackingServerError, check_tracking_uri, masked
 from tracking.ui import UI_URL_ENV, publish_runs_view, runs_table_url
@@ -31,7 +31,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     check = sub.add_parser("check", help="is the tracking server reachable?")
     check.add_argument("--uri", default=None, help="default: MLFLOW_TRACKING_URI")
-    check.add_argument("--timeout", type=float, default=CHECK_TIMEOUT_SECONDS)
+    check.add_argument("--timeout", type=number(float, "timeout", positive=True),
+                       default=CHECK_TIMEOUT_SECONDS, help="seconds to wait for an answer (> 0)")
     ui = sub.add_parser("ui", help="publish the key-metrics view, print the runs-table address")
     ui.add_argument("--experiment", default="",
                     help="default: the experiment of the newest training run")

@@ -103,9 +103,10 @@ def check_tracking_uri(uri: str | None = None, timeout: float = CHECK_TIMEOUT_SE
     """Raise TrackingServerError unless the tracking store at `uri` answers within `timeout` s.
 
     `uri` defaults to MLflow's current one (MLFLOW_TRACKING_URI). An http(s) server must answer
-    its `/health` endpoint (any answer below 500 counts: a login page still proves the address);
-    a database URI (postgresql://, mysql://) must accept a connection. Local stores (sqlite,
-    files) pass. Also calls `fail_fast_http()`. Returns the URI checked.
+    its `/health` endpoint with 200 (or 401/403: a server behind a login); a database URI
+    (postgresql://, mysql://) must accept a connection; any other store (sqlite, a folder) is
+    opened (`prepare_store`: a new SQLite store gets its tables) and must answer a query. Also
+    calls `fail_fast_http()`. Returns the URI checked.
     """
     fail_fast_http()
     uri = uri or mlflow.get_tracking_uri()
@@ -119,6 +120,14 @@ def check_tracking_uri(uri: str | None = None, timeout: float = CHECK_TIMEOUT_SE
             raise TrackingServerError(
                 f"tracking database {masked(uri)} is not reachable within {seconds} s "
                 f"({problem})")
+    else:
+        try:
+            prepare_store(uri)
+        except Exception as err:  # noqa: BLE001 - files, SQLite and MLflow raise their own
+            text = str(err).strip().splitlines()
+            raise TrackingServerError(
+                f"tracking store {masked(uri)} cannot be used: "
+                f"{text[0] if text else type(err).__name__}") from None
     return uri
 
 
@@ -141,6 +150,10 @@ def _check_http(uri: str, timeout: float) -> None:
         raise TrackingServerError(
             f"MLflow tracking server {masked(uri)} answered HTTP {answer.status_code} "
             f"at {url}; check the server's log")
+    if answer.status_code not in (200, 401, 403):
+        raise TrackingServerError(
+            f"{masked(uri)} answers, but not as an MLflow tracking server (HTTP "
+            f"{answer.status_code} at {url}); is MLFLOW_TRACKING_URI right?")
 
 
 def tracking_reachable() -> bool:
@@ -177,6 +190,8 @@ def prepare_store(uri: str | None = None) -> str:
                 mlflow.MlflowClient(uri).search_experiments(max_results=1)
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
+    elif urlsplit(uri).scheme.lower() not in ("http", "https"):  # a folder, another database
+        mlflow.MlflowClient(uri).search_experiments(max_results=1)
     _prepared.add(uri)
     return uri
 
