@@ -134,8 +134,13 @@ def test_train_logs_everything_and_model_reloads(mlflow_uri: str,
     (["--test-split", "0"], "test_split must lie strictly between 0 and 1"),
     (["--dataset", "folder"], "needs data_dir"),
     (["--dataset", "folder", "--data-dir", "/no/such/folder"], "does not exist"),
+    (["--seed", "99999999999"], "seed must be an integer from 0 to 2147483647"),
+    (["--experiment", "e" * 501], "experiment name must have 1 to 500 characters, got 501"),
+    (["--experiment", "gone"], "experiment 'gone' is deleted; restore it"),
 ])
 def test_bad_input_exits_2_before_any_run(mlflow_uri: str, capsys, argv, message) -> None:
+    client = mlflow.MlflowClient()
+    client.delete_experiment(client.create_experiment("gone"))
     with pytest.raises(SystemExit) as exit_info:
         main(argv)
     assert exit_info.value.code == 2

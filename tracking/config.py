@@ -23,6 +23,10 @@ from tracking.errors import UsageError
 from tracking.precision import PRECISIONS, resolve_precision
 
 DISTRIBUTIONS = ("none", "data_parallel")
+# the largest seed: scikit-learn's random_state takes 0..2**32-1, and tuning and the study add
+# trial and run counts to a seed, so 31 bits leave room
+MAX_SEED = 2**31 - 1
+MAX_EXPERIMENT_NAME = 500  # MLflow's limit on an experiment's name
 
 
 class ConfigError(UsageError):
@@ -86,8 +90,10 @@ class Config:
             raise ConfigError(f"patience must be a non-negative integer, got {self.patience!r}")
         for name in ("seed", "split_seed"):
             value = getattr(self, name)
-            if (value is not None or name == "seed") and (not _is_int(value) or value < 0):
-                raise ConfigError(f"{name} must be a non-negative integer, got {value!r}")
+            if (value is not None or name == "seed") and (
+                    not _is_int(value) or not 0 <= value <= MAX_SEED):
+                raise ConfigError(f"{name} must be an integer from 0 to {MAX_SEED}, "
+                                  f"got {value!r}")
         for name in ("test_split", "val_split"):
             value = getattr(self, name)
             if not _is_number(value) or not 0 < value < 1:
@@ -108,8 +114,9 @@ class Config:
             if keras.backend.backend() != "jax":
                 raise ConfigError(f"distribute={self.distribute} needs KERAS_BACKEND=jax, "
                                   f"not {keras.backend.backend()}")
-        if not self.experiment:
-            raise ConfigError("experiment name must not be empty")
+        if not self.experiment or len(self.experiment) > MAX_EXPERIMENT_NAME:
+            raise ConfigError(f"experiment name must have 1 to {MAX_EXPERIMENT_NAME} "
+                              f"characters, got {len(self.experiment)}")
         if self.dataset == "folder" and not self.data_dir:
             raise ConfigError("dataset 'folder' needs data_dir: one subfolder of images per class")
         for name in ("augment", "deterministic", "skip_bad_images", "evaluate_test"):

@@ -200,7 +200,7 @@ def ensure_experiment(name: str) -> str:
     """Id of experiment `name`, created (tagged to open on the runs table) if missing.
 
     Prepares the store first. Safe when several processes create it at once; a deleted
-    experiment is refused (MlflowException).
+    experiment is refused (TrackingServerError).
     """
     prepare_store()
     client = mlflow.MlflowClient()
@@ -216,8 +216,9 @@ def ensure_experiment(name: str) -> str:
             if exp is None:
                 raise
     if exp.lifecycle_stage != "active":
-        raise MlflowException(
-            f"experiment {name!r} is deleted; restore it or choose another experiment name")
+        raise TrackingServerError(
+            f"experiment {name!r} is deleted; restore it (mlflow experiments restore "
+            f"--experiment-id {exp.experiment_id}) or choose another experiment name")
     if exp.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
         client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
     return exp.experiment_id

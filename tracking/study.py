@@ -60,6 +60,7 @@ from tracking.groups import RECIPE, TUNED, VARIANT_TAG
 from tracking.promote import PromoteError, format_promotion, promote
 from tracking.provenance import log_params_once
 from tracking.run import launched_experiment, tracked_run
+from tracking.store import ensure_experiment
 from tracking.train import train
 from tracking.ui import publish_runs_view, runs_table_url
 from tuning.space import trial_config
@@ -370,6 +371,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                              promote=args.promote)
         for seed in config.seed_list():
             config.run_configs(seed)  # validates every run before any starts
+        ensure_experiment(launched_experiment(config.experiment))  # e.g. not a deleted one
         first = load(config, config.seed_list()[0])
     with sigterm_as_interrupt():  # `kill` ends the runs like Ctrl-C
         try:

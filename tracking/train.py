@@ -59,6 +59,7 @@ from tracking.offline import TrackingOffline, keep_offline_if_unreachable
 from tracking.precision import PRECISIONS
 from tracking.provenance import log_provenance, run_tags
 from tracking.run import launched_experiment, tracked_run
+from tracking.store import ensure_experiment
 from tracking.ui import run_url
 
 RESUME_COMMAND = "python -m tracking.train --resume {run_id}"
@@ -208,6 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                      + ", ".join(others))
     with bad_input_exits(parser):
         config = resume_config(resume) if resume else config_from_args(args)
+        ensure_experiment(launched_experiment(config.experiment))  # e.g. not a deleted one
         data = load_for(config)
     with sigterm_as_interrupt():
         try:

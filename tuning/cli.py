@@ -11,6 +11,8 @@ from models import MODELS
 from tracking.cli import bad_input_exits, interrupt_status, number, sigterm_as_interrupt
 from tracking.data import LOADERS, load_for
 from tracking.precision import PRECISIONS
+from tracking.run import launched_experiment
+from tracking.store import ensure_experiment
 from tuning.report import format_summary
 from tuning.storage import StorageUnavailable, check_storage
 from tuning.study import TuneConfig, check_resume, create_study_only, run_study
@@ -71,6 +73,7 @@ def main(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> 
         base = config.base_config()
         check_storage(config.resolved().storage)
         check_resume(config)  # an existing study must have this search space
+        ensure_experiment(launched_experiment(config.resolved().experiment))
         if args.create_only:
             print(create_study_only(config))
             return 0
