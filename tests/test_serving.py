@@ -81,13 +81,19 @@ def test_predict_cli_matches_the_model_on_training_preprocessing(trained: dict, 
     (["--run-id", "RUN", "missing.png"], "no such image file: missing.png"),
     (["--run-id", "0123456789abcdef0123456789abcdef", "IMAGE"], "unknown run 0123456789abcdef"),
     (["--run-id", "RUN", "NOT_AN_IMAGE"], "cannot read image"),
+    (["--run-id", "RUN", "--image-size", "-5", "IMAGE"], "image size must be a positive"),
+    (["--run-id", "RUN", "--image-size", "16", "IMAGE"],
+     "takes 32x32 images: --image-size 16 does not match"),
+    (["--run-id", "NO_MODEL", "IMAGE"], "logged no model"),
 ])
 def test_predict_errors_exit_2(trained: dict, tmp_path: Path, capsys, args, message) -> None:
     image = digit_files(tmp_path, 1)[0][0]
     bad = tmp_path / "notes.png"
     bad.write_text("not an image")
-    argv = [a.replace("RUN", trained["results"]["run_id"]).replace("NOT_AN_IMAGE", str(bad))
-            .replace("IMAGE", str(image)) for a in args]
+    no_model = mlflow.MlflowClient().create_run(
+        mlflow.get_experiment_by_name("serving").experiment_id).info.run_id
+    argv = [a.replace("NO_MODEL", no_model).replace("RUN", trained["results"]["run_id"])
+            .replace("NOT_AN_IMAGE", str(bad)).replace("IMAGE", str(image)) for a in args]
     with pytest.raises(SystemExit) as exit_info:
         predict.main(argv)
     assert exit_info.value.code == 2

@@ -31,7 +31,7 @@ import mlflow
 import numpy as np
 from mlflow.exceptions import MlflowException
 
-from tracking.cli import bad_input_exits, unquote
+from tracking.cli import bad_input_exits, number, unquote
 from tracking.errors import UsageError
 from tracking.images import read_image
 from tracking.provenance import read_class_names
@@ -93,7 +93,7 @@ def resolve_model(run_id: str = "", model_uri: str = "", image_size: int | None 
     except (MlflowException, OSError) as err:
         if not run_id:
             raise PredictError(f"cannot open model {uri}: {first_line(err)}") from None
-        info = None  # an unknown run is reported below, by its id
+        info = None  # an unknown run is reported below, by its id; a known one has no model
     run_id = run_id or (info.run_id if info else "") or ""
     params: dict[str, str] = {}
     if run_id:
@@ -102,9 +102,15 @@ def resolve_model(run_id: str = "", model_uri: str = "", image_size: int | None 
         except MlflowException as err:
             raise PredictError(f"unknown run {run_id} in {mlflow.get_tracking_uri()}: "
                                f"{first_line(err)}") from None
-    size = image_size or _int(params.get("image_size"))
+    if info is None:
+        raise PredictError(f"run {run_id} logged no model ({uri}): pick a training run")
+    takes = _signature_size(info)
+    size = image_size or _int(params.get("image_size")) or takes
     if not size:
         raise PredictError(f"the image size of {uri} is unknown: pass --image-size")
+    if takes and size != takes:
+        raise PredictError(f"{uri} takes {takes}x{takes} images: --image-size {size} does "
+                           "not match")
     names = tuple(str(n) for n in ((info.metadata or {}).get("class_names", ()) if info else ()))
     if not names and run_id:
         names = read_class_names(run_id) or (
@@ -112,6 +118,15 @@ def resolve_model(run_id: str = "", model_uri: str = "", image_size: int | None 
     mean = params.get("train_pixel_mean")
     return ModelSource(uri, size, names, run_id or None,
                        float(unquote(mean)) if mean is not None else None)
+
+
+def _signature_size(info: mlflow.models.ModelInfo) -> int | None:
+    """S of the (-1, S, S, 3) tensor the model's signature takes, if it has one."""
+    try:
+        shape = info.signature.inputs.inputs[0].shape
+    except (AttributeError, IndexError):
+        return None
+    return int(shape[1]) if shape and len(shape) == 4 and shape[1] == shape[2] else None
 
 
 def predict(source: ModelSource, paths: Sequence[str | Path], model: object | None = None
@@ -178,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--run-id", default="", help="the training run whose model to use")
     which.add_argument("--model-uri", default="",
                        help="any MLflow model URI (runs:/..., models:/name/version, a path)")
-    p.add_argument("--image-size", type=int, default=None,
+    p.add_argument("--image-size", type=number(int, "image size", positive=True), default=None,
                    help="override the run's image_size (needed when no run is known)")
     p.add_argument("images", nargs="+", metavar="IMAGE")
     return p
