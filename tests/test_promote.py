@@ -88,6 +88,12 @@ def test_mismatched_test_digests_are_refused(mlflow_uri: str, capsys) -> None:
     # the candidate's own runs must share one split too
     with pytest.raises(PromoteError, match="different test splits"):
         promote(logged_run([]), [other])
+    # a name the registry refuses is refused before anything is registered
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--run-id", other, "--name", "bad/name:@x"])
+    assert exit_info.value.code == 2
+    assert "Invalid model name 'bad/name:@x'" in capsys.readouterr().err
+    assert not client.search_registered_models("name = 'bad/name:@x'")
 
 
 def test_a_first_candidate_at_chance_level_is_no_champion(mlflow_uri: str) -> None:

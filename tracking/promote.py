@@ -85,6 +85,16 @@ def split_of(run_ids: Sequence[str], side: str) -> tuple[str, list]:
     return digests.pop(), frames
 
 
+def check_name(name: str) -> None:
+    """Raise PromoteError when the registry would refuse `name` (MLflow's own rules: asked by
+    looking the name up, which checks it first)."""
+    try:
+        mlflow.MlflowClient().get_registered_model(name)
+    except MlflowException as err:
+        if err.error_code == "INVALID_PARAMETER_VALUE":
+            raise PromoteError(str(err).splitlines()[0]) from None
+
+
 def current_champion(name: str) -> ModelVersion | None:
     client = mlflow.MlflowClient()
     try:
@@ -153,6 +163,7 @@ def promote(run_id: str, runs: Sequence[str] = (), name: str = "") -> Promotion:
     except MlflowException:
         raise PromoteError(f"no run {run_id!r} in {mlflow.get_tracking_uri()}") from None
     name = name or registry_name(unquote(run.data.params.get("dataset", "unknown")))
+    check_name(name)
     ids = list(dict.fromkeys([run_id, *runs]))
     digest, candidate = split_of(ids, "candidate")
     champion = current_champion(name)
