@@ -97,6 +97,18 @@ def test_fashion_missing_everywhere_names_the_places(tmp_path: Path, monkeypatch
     assert "dataset-fashion-mnist" in message
 
 
+def test_a_named_folder_without_fashion_files_is_said(tmp_path: Path, monkeypatch,
+                                                      capsys) -> None:
+    """The files come from the next place searched, and stderr says so."""
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
+    write_fashion(tmp_path / "keras_home" / "datasets" / "fashion-mnist")
+    (tmp_path / "empty").mkdir()
+    d = load_dataset("fashion_mnist", str(tmp_path / "empty"), val_split=0.5)
+    assert d.source == str(tmp_path / "keras_home" / "datasets" / "fashion-mnist")
+    assert (f"warning: --data-dir {tmp_path / 'empty'} holds no Fashion-MNIST IDX files; "
+            "reading them from") in capsys.readouterr().err
+
+
 def test_folder_of_pngs(tmp_path: Path) -> None:
     write_folder(tmp_path / "imgs")
     d = load_dataset("folder", str(tmp_path / "imgs"), image_size=16, test_split=0.3)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -146,6 +147,10 @@ def load_fashion_mnist(data_dir: str | None = None) -> RawData:
     searched = fashion_search_dirs(data_dir)
     for d in searched:
         if all((d / f).is_file() for f in FASHION_FILES.values()):
+            if data_dir and d != Path(data_dir) and Path(data_dir).resolve() != Path.cwd():
+                # the folder you run from is what `mlflow run` passes when none was named
+                print(f"warning: --data-dir {data_dir} holds no Fashion-MNIST IDX files; "
+                      f"reading them from {d}", file=sys.stderr)
             arrays = {k: read_idx(d / f) for k, f in FASHION_FILES.items()}
             return RawData(arrays["x_train"], arrays["y_train"].astype(np.int64), FASHION_CLASSES,
                            str(d), arrays["x_test"], arrays["y_test"].astype(np.int64))
