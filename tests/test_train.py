@@ -183,6 +183,18 @@ def test_mlflow_run_local_smoke(mlflow_uri: str, tmp_path: Path) -> None:
     exp = mlflow.MlflowClient().get_experiment_by_name("smoke")
     assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
 
+    # bad input: MLflow's run (made before the command) ends FAILED with the reason on it
+    out = subprocess.run(
+        [sys.executable, "-m", "mlflow", "run", str(REPO), "--env-manager", "local",
+         "--experiment-name", "smoke", "-P", "model=concat_cnn", "-P", "epochs=-1"],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert out.returncode == 1
+    assert "epochs must be a positive integer" in out.stderr
+    failed = mlflow.search_runs(experiment_names=["smoke"], filter_string="status = 'FAILED'",
+                                output_format="list")
+    assert len(failed) == 1
+    assert failed[0].data.tags["stop_reason"].startswith("bad input: epochs must be a positive")
+
 
 def write_folder_dataset(root: Path, classes: tuple[str, ...] = ("cat", "dog"),
                          per_class: int = 15) -> None:

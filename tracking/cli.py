@@ -13,13 +13,16 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
+import mlflow
+
 from tracking.errors import UsageError
-from tracking.store import check_tracking_uri
+from tracking.store import TrackingServerError, check_tracking_uri
 
 
 def unquote(text: str) -> str:
@@ -118,10 +121,16 @@ def interrupt_status(stop: KeyboardInterrupt) -> int:
 def bad_input_exits(parser: argparse.ArgumentParser, check_tracking: bool = True
                     ) -> Iterator[None]:
     """Check the tracking URI (fail fast, naming it), then run the block; a UsageError raised
-    in it ends the command with `parser.error` (its one-line message, exit status 2)."""
+    in it ends the command with `parser.error` (its one-line message, exit status 2). Under
+    `mlflow run`, which has created its run before this command starts, the message also goes
+    to that run as tag `stop_reason` (MLflow then marks it FAILED)."""
     try:
         if check_tracking:
             check_tracking_uri()
         yield
     except UsageError as err:
+        launched = os.environ.get("MLFLOW_RUN_ID")
+        if launched and not isinstance(err, TrackingServerError):
+            with contextlib.suppress(Exception):  # the message matters more than the tag
+                mlflow.MlflowClient().set_tag(launched, "stop_reason", f"bad input: {err}"[:5000])
         parser.error(str(err))
