@@ -107,6 +107,7 @@ def test_mlflow_models_serve_answers_like_the_model(trained: dict, tmp_path: Pat
     expected = np.asarray(pyfunc.predict(x.astype(np.float64)))
     with pytest.raises(mlflow.exceptions.MlflowException, match="multiply them by 255"):
         pyfunc.predict(x / 255.0)  # in process: the same refusal as over HTTP
+    assert np.asarray(pyfunc.predict(np.zeros((0, 32, 32, 3)))).shape == (0, 10)  # no images
     port = free_port()
     cmd = [*mlflow_cli(), "models", "serve", "-m", f"runs:/{run_id}/model", "--env-manager",
            "local", "-h", "127.0.0.1", "-p", str(port), "-w", "1"]

@@ -63,6 +63,8 @@ class ImageClassifier(mlflow.pyfunc.PythonModel):
     def predict(self, context: mlflow.pyfunc.PythonModelContext, model_input: np.ndarray,
                 params: dict[str, Any] | None = None) -> np.ndarray:
         batch = pixel_batch(model_input, tuple(self.model.input_shape[1:]))
+        if not len(batch):  # no images, no probabilities (Keras's predict fails on none)
+            return np.zeros((0, self.model.output_shape[-1]), np.float32)
         return np.asarray(self.model.predict(batch, verbose=0), dtype=np.float32)
 
 
