@@ -244,6 +244,10 @@ def test_nothing_to_compare_exits_2(mlflow_uri: str, tmp_path: Path, capsys) -> 
         compare.main(["--experiment", "empty", "--output", str(tmp_path / "a-file")])
     assert exit_info.value.code == 2
     assert "--output: not a folder that can be written" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        compare.main(["--parent", "nosuchrun", "--output", str(tmp_path / "r")])
+    assert exit_info.value.code == 2
+    assert "--parent: no run 'nosuchrun' in " in capsys.readouterr().err
     for argv in (["--experiment", "empty"], ["--experiment", "no-such-experiment"]):
         with pytest.raises(SystemExit) as exit_info:
             compare.main([*argv, "--output", str(tmp_path / "r")])

@@ -248,6 +248,12 @@ def build_report(
     Raises CompareError when no finished training run matches.
     """
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    if parent_run_id:
+        try:
+            mlflow.MlflowClient().get_run(parent_run_id)
+        except MlflowException:
+            raise CompareError(f"--parent: no run {parent_run_id!r} in "
+                               f"{mlflow.get_tracking_uri()}") from None
     training, tuning = select_runs(experiment_ids, filter_string, parent_run_id)
     if not training:
         where = [(f"in experiment {title}" if title != ALL_EXPERIMENTS else f"in {title}")

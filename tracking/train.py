@@ -222,8 +222,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         except KeyboardInterrupt as stop:
             last = mlflow.last_active_run()
             run_id = resume or (last.info.run_id if last else "RUN_ID")
-            print(f"{str(stop) or 'interrupted'}: the run is marked KILLED; continue it with "
-                  f"{RESUME_COMMAND.format(run_id=run_id)}", file=sys.stderr)
+            then = (f"continue it with {RESUME_COMMAND.format(run_id=run_id)}"
+                    if config.checkpoint_every else "it kept no checkpoint to continue from "
+                    "(--checkpoint-every 0)")
+            print(f"{str(stop) or 'interrupted'}: the run is marked KILLED; {then}",
+                  file=sys.stderr)
             return interrupt_status(stop)
     summary = {k: results[k] for k in ("run_id", "best_epoch", "epochs_run")}
     if "test_accuracy" in results:
