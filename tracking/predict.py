@@ -102,10 +102,10 @@ def resolve_model(run_id: str = "", model_uri: str = "", image_size: int | None 
         except MlflowException as err:
             raise PredictError(f"unknown run {run_id} in {mlflow.get_tracking_uri()}: "
                                f"{first_line(err)}") from None
-    if info is None:
-        raise PredictError(f"run {run_id} logged no model ({uri}): pick a training run")
-    takes = _signature_size(info)
+    takes = _signature_size(info) if info else None
     size = image_size or _int(params.get("image_size")) or takes
+    if not size and info is None:
+        raise PredictError(f"run {run_id} logged no model ({uri}): pick a training run")
     if not size:
         raise PredictError(f"the image size of {uri} is unknown: pass --image-size")
     if takes and size != takes:
