@@ -128,7 +128,7 @@ def test_resume_refuses_a_live_run_a_run_without_checkpoint_and_other_runs(
         mlflow_uri: str, capsys) -> None:
     sleeper = subprocess.Popen(["sleep", "120"])
     try:
-        exp = mlflow.set_experiment("faults").experiment_id
+        exp = mlflow.MlflowClient().create_experiment("faults")  # set_experiment sets env
         run = mlflow.MlflowClient().create_run(exp, tags={"host": socket.gethostname(),
                                                           "pid": str(sleeper.pid)})
         mlflow.MlflowClient().log_param(run.info.run_id, "model", "concat_cnn")
