@@ -41,7 +41,9 @@ def log_classifier(model: keras.Model, sample: np.ndarray, name: str = MODEL_NAM
         # make MLflow load the model again to check it, at every run's end
         warnings.filterwarnings("ignore", message=".*input example was not provided")
         path = Path(folder) / "classifier.keras"
-        model.save(path)
+        # the same layers and weights, uncompiled: prediction needs no optimizer state, which
+        # would double or triple the file (Keras 3's save has no include_optimizer)
+        keras.Model(model.inputs, model.outputs, name=model.name).save(path)
         outputs = predict_padded(model, sample).astype(np.float32)
         return mlflow.pyfunc.log_model(
             name=name, python_model=str(SERVED_MODEL_CODE), artifacts={KERAS_MODEL: str(path)},
