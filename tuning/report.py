@@ -15,6 +15,7 @@ nothing is registered.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import keras
@@ -75,7 +76,12 @@ def log_plots(study: optuna.Study) -> None:
         mlflow.set_tag("param_importances_skipped", f"{complete} complete trials, needs 2")
     for name, plot in plots.items():
         try:
-            ax = plot(study)
+            with warnings.catch_warnings():
+                # a few similar trials: "importances will be equal" and "no artists with
+                # labels", said of a figure a smoke study cannot do better with
+                warnings.filterwarnings("ignore", message=".*importances will be equal")
+                warnings.filterwarnings("ignore", message="No artists with labels")
+                ax = plot(study)
         except (ValueError, RuntimeError) as err:  # e.g. importances of too uniform a study
             mlflow.set_tag(f"{name}_skipped", str(err).splitlines()[0][:250])
             continue
