@@ -558,6 +558,21 @@ def tune_command(*args: str) -> list[str]:
             *args]
 
 
+def wait_for_first_epoch(worker: subprocess.Popen, study_name: str, storage: str) -> None:
+    """Return once trial 0 of the worker's study is running and has reported an epoch."""
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        try:
+            trials = load(study_name, storage).trials
+        except KeyError:  # study not created yet
+            continue
+        if trials and trials[0].state == TrialState.RUNNING and trials[0].intermediate_values:
+            return
+    worker.kill()
+    pytest.fail("trial 0 never reported an epoch")
+
+
 def worker_env(mlflow_uri: str) -> dict[str, str]:
     return {**os.environ, "MLFLOW_TRACKING_URI": mlflow_uri, "PYTHONPATH": str(REPO),
             "TF_CPP_MIN_LOG_LEVEL": "2"}
@@ -611,18 +626,7 @@ def test_a_killed_workers_trial_is_failed_and_retried(mlflow_uri: str, tmp_path:
     env = worker_env(mlflow_uri)
     victim = subprocess.Popen(tune_command(*common), env=env, cwd=tmp_path,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:  # kill it once trial 0 has reported an epoch
-        time.sleep(0.5)
-        try:
-            trials = load("killed", storage).trials
-        except KeyError:  # study not created yet
-            continue
-        if trials and trials[0].state == TrialState.RUNNING and trials[0].intermediate_values:
-            break
-    else:
-        victim.kill()
-        pytest.fail("trial 0 never reported an epoch")
+    wait_for_first_epoch(victim, "killed", storage)
     victim.send_signal(signal.SIGKILL)
     victim.wait()
     time.sleep(4)  # past the grace period: trial 0 is stale now
@@ -660,18 +664,7 @@ def test_an_interrupted_baseline_is_enqueued_again(mlflow_uri: str, tmp_path: Pa
               "--max-epochs", "4")
     worker = subprocess.Popen(tune_command(*common), env=worker_env(mlflow_uri), cwd=tmp_path,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:  # stop it once trial 0 has reported an epoch
-        time.sleep(0.5)
-        try:
-            trials = load("stopped", storage).trials
-        except KeyError:
-            continue
-        if trials and trials[0].state == TrialState.RUNNING and trials[0].intermediate_values:
-            break
-    else:
-        worker.kill()
-        pytest.fail("trial 0 never reported an epoch")
+    wait_for_first_epoch(worker, "stopped", storage)
     worker.send_signal(signal.SIGTERM)
     _, err = worker.communicate(timeout=120)
     assert worker.returncode == 143, err[-2000:]
