@@ -194,11 +194,11 @@ def class_error_sentence(group: ModelGroup) -> str:
     cm = group.confusion()
     names = group.runs[0].class_names
     if cm is None or len(names) != cm.shape[0]:
-        return f"**{group.model}**: no confusion matrix was logged."
+        return f"**{group.label}**: no confusion matrix was logged."
     over = f" (summed over {group.n} runs)" if group.n > 1 else ""
     totals, wrong, rate = miss_rates(cm)
     if wrong.sum() == 0:
-        return f"**{group.model}** classified every test image correctly{over}."
+        return f"**{group.label}** classified every test image correctly{over}."
     parts = []
     for i in most_missed(cm):
         row = cm[i].copy()
@@ -207,7 +207,7 @@ def class_error_sentence(group: ModelGroup) -> str:
         parts.append(f"`{names[i]}` ({int(wrong[i])} of {int(totals[i])} missed, "
                      f"{100 * rate[i]:.0f}%, mostly taken for `{names[j]}`: {int(row[j])})")
     listed = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
-    return (f"**{group.model}** gets {listed} wrong most{over}; "
+    return (f"**{group.label}** gets {listed} wrong most{over}; "
             f"{int(wrong.sum())} of {int(totals.sum())} test images wrong in all.")
 
 
