@@ -29,6 +29,7 @@ from typing import Any
 import mlflow
 
 from models import MODELS
+from tracking.cli import bad_input_exits
 from tracking.config import Config
 from tracking.precision import PRECISIONS, device_kind
 from tracking.train import train
@@ -142,6 +143,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: --seeds must be comma-separated integers, not {args.seeds!r}",
               file=sys.stderr)
         return 2
+    with bad_input_exits(parser):  # every run's settings checked before the first starts
+        for model in models:
+            Config(model=model, dataset=args.dataset, epochs=args.epochs or None,
+                   limit=args.limit, experiment=args.experiment)
     rows = measure(models, seeds, precisions, args.dataset, args.epochs or None,
                    args.experiment, args.limit)
     table = summarise(rows)

@@ -54,10 +54,10 @@ def number(kind: type, name: str, positive: bool = False) -> Callable[[str], Any
         except ValueError:
             value = None
         if value is None or (positive and not 0 < value < float("inf")):
-            what = "an integer" if kind is int else "a number"
+            article = "a positive" if positive else "an" if kind is int else "a"
             raise argparse.ArgumentTypeError(
-                f"{name} must be {'a positive ' + what[what.index(' ') + 1:] if positive else what}"
-                f", got {text!r}")
+                f"{name} must be {article} {'integer' if kind is int else 'number'}, "
+                f"got {text!r}")
         return value
     return parse
 
