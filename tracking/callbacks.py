@@ -189,16 +189,17 @@ class Checkpointer(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if not math.isfinite(float((logs or {}).get("loss", 0.0))):
             return
-        if self.stopper.best_epoch == epoch:
-            self.store.save_best(self.model, epoch + 1)
-        self.store.save(self.model, epoch + 1, {"history": self.history.epochs,
+        self.store.save(self.model, epoch + 1, {"history": list(self.history.epochs),
                                                 "early_stopping": self.stopper.state(),
-                                                "seeds": seed_states(self.model)})
+                                                "seeds": seed_states(self.model)},
+                        best=self.stopper.best_epoch == epoch)
 
 
 class MlflowMetrics(keras.callbacks.Callback):
     """The epoch's logs as metrics of run `run_id` (step = epoch, from 1) with a `heartbeat`
-    tag, in one call. When the tracking server is away, training goes on: the metrics stay in
+    tag, in one call. The call is MLflow's asynchronous logging (`log_batch(synchronous=False)`)
+    so training does not wait for the store; the next epoch (or `flush()`) collects its
+    outcome. When the tracking server is away, training goes on: the metrics stay in
     `pending` and go with the next epoch's (`flush()` sends them at the end)."""
 
     def __init__(self, run_id: str) -> None:
@@ -207,31 +208,54 @@ class MlflowMetrics(keras.callbacks.Callback):
         self.client = mlflow.MlflowClient()
         self.pending: list[Metric] = []  # metrics the tracking server has not taken yet
         self.offline = False
+        self._in_flight: tuple[list[Any], list[Metric]] | None = None  # (operations, metrics)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         now_ms = int(time.time() * 1000)
         self.pending.extend(Metric(k, float(v), now_ms, epoch + 1)
                             for k, v in (logs or {}).items() if math.isfinite(float(v)))
-        self.flush()
+        self.flush(wait=False)
 
-    def flush(self) -> bool:
-        """Send buffered metrics; keep them (and go on training) if the server is away."""
-        if not self.pending:
-            return True
-        try:
-            for i in range(0, len(self.pending), MLFLOW_BATCH_LIMIT):
-                self.client.log_batch(self.run_id,
-                                      metrics=self.pending[i:i + MLFLOW_BATCH_LIMIT],
-                                      tags=[RunTag(HEARTBEAT_TAG, str(int(time.time())))])
-        except Exception as err:  # noqa: BLE001 - any transport failure: keep and retry
-            if not self.offline:
-                print(f"warning: tracking server unreachable ({type(err).__name__}); "
-                      "metrics are buffered and training goes on", file=sys.stderr)
-            self.offline = True
+    def flush(self, wait: bool = True) -> bool:
+        """Send buffered metrics; keep them (and go on training) if the server is away.
+        With `wait`, returns once the store has them (True) or refused them (False)."""
+        if not self._collect():
             return False
-        self.pending.clear()
+        if self.pending:
+            sent = list(self.pending)
+            self.pending.clear()  # the same list: train() hands it to the offline fallback
+            try:
+                operations = [
+                    self.client.log_batch(self.run_id, metrics=sent[i:i + MLFLOW_BATCH_LIMIT],
+                                          tags=[RunTag(HEARTBEAT_TAG, str(int(time.time())))],
+                                          synchronous=False)
+                    for i in range(0, len(sent), MLFLOW_BATCH_LIMIT)]
+            except Exception as err:  # noqa: BLE001 - any transport failure: keep and retry
+                self._went_offline(sent, err)
+                return False
+            self._in_flight = (operations, sent)
+        return self._collect() if wait else True
+
+    def _collect(self) -> bool:
+        """Wait for the logging call in flight; on failure its metrics go back to `pending`."""
+        if self._in_flight is None:
+            return True
+        (operations, sent), self._in_flight = self._in_flight, None
+        try:
+            for operation in operations:
+                operation.wait()
+        except Exception as err:  # noqa: BLE001 - any transport failure: keep and retry
+            self._went_offline(sent, err)
+            return False
         self.offline = False
         return True
+
+    def _went_offline(self, unsent: list[Metric], err: Exception) -> None:
+        self.pending[:0] = unsent
+        if not self.offline:
+            print(f"warning: tracking server unreachable ({type(err).__name__}); "
+                  "metrics are buffered and training goes on", file=sys.stderr)
+        self.offline = True
 
 
 class NanGuard(keras.callbacks.Callback):

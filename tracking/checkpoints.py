@@ -76,13 +76,13 @@ def _artifact_repo(run_id: str) -> Any:
 class CheckpointStore:
     """Writes and uploads the checkpoints of one run; one instance per training process.
 
-    `save` and `save_best` copy what they need out of the model (milliseconds) and hand the
-    writing and uploading to one background thread, in order, while training goes on: the
-    checkpoint of epoch k travels during epoch k + 1. At most one job waits: the next `save`
-    first lets the previous finish. `close` (and so the end of a run, Ctrl-C and SIGTERM too)
-    waits for the last one, so a run stopped by a signal leaves its last epoch's checkpoint
-    complete; after SIGKILL the one in flight may be missing, and the resume starts one epoch
-    earlier.
+    `save` copies what it needs out of the model (milliseconds) and hands the writing and
+    uploading to one background thread as one job per epoch (the best weights first, then the
+    checkpoint), while training goes on: epoch k's job travels during epoch k + 1. At most one
+    job waits: the next `save` first lets the previous finish. `close` (and so the end of a
+    run, Ctrl-C and SIGTERM too) waits for the last one, so a run stopped by a signal leaves
+    its last epoch's checkpoint complete; after SIGKILL the one in flight may be missing, and
+    the resume starts one epoch earlier.
     """
 
     def __init__(self, run_id: str, every: int = 1) -> None:
@@ -95,18 +95,19 @@ class CheckpointStore:
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint")
         self._pending: Future | None = None
 
-    def save_best(self, model: keras.Model, epoch: int) -> None:
-        """The weights of `epoch` (1-based) as the best so far; the previous best is dropped."""
-        if self.every <= 0:
+    def save(self, model: keras.Model, epoch: int, state: dict[str, Any],
+             best: bool = False) -> None:
+        """After `epoch` (1-based) completed: when `best`, its weights as the best so far (the
+        previous best is dropped); every `every` epochs a checkpoint (weights and optimizer
+        state, then the state file: history, early stopping, random generators)."""
+        checkpoint = self.every > 0 and epoch % self.every == 0
+        best = best and self.every > 0
+        if not (best or checkpoint):
             return
-        self._submit(self._write_best, model.get_weights(), epoch)
-
-    def save(self, model: keras.Model, epoch: int, state: dict[str, Any]) -> None:
-        """Checkpoint after `epoch` (1-based) completed: weights and optimizer state, then the
-        state file (history, early stopping, random generators)."""
-        if self.every <= 0 or epoch % self.every:
-            return
-        self._submit(self._write_checkpoint, snapshot(model), epoch, state)
+        # one copy of the weights serves both files, and one job per epoch means the next
+        # epoch's save never waits for this epoch's best weights to be uploaded
+        snap = snapshot(model) if checkpoint else {"w": model.get_weights()}
+        self._submit(self._write_epoch, snap, epoch, state, best, checkpoint)
 
     def _submit(self, job: Any, *args: Any) -> None:
         self.wait()
@@ -120,6 +121,13 @@ class CheckpointStore:
                 print(f"warning: a checkpoint was not saved ({type(error).__name__}: {error})",
                       file=sys.stderr)
             self._pending = None
+
+    def _write_epoch(self, snap: dict[str, list[np.ndarray]], epoch: int,
+                     state: dict[str, Any], best: bool, checkpoint: bool) -> None:
+        if best:
+            self._write_best(snap["w"], epoch)
+        if checkpoint:
+            self._write_checkpoint(snap, epoch, state)
 
     def _write_best(self, weights: list[np.ndarray], epoch: int) -> None:
         name = f"best-epoch-{epoch:04d}{BEST_SUFFIX}"
