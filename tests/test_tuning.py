@@ -668,6 +668,7 @@ def test_an_interrupted_baseline_is_enqueued_again(mlflow_uri: str, tmp_path: Pa
     worker.send_signal(signal.SIGTERM)
     _, err = worker.communicate(timeout=120)
     assert worker.returncode == 143, err[-2000:]
+    assert "Traceback" not in err and "interrupted: resume with --study-name stopped" in err
     first = load("stopped", storage).trials[0]
     assert first.state == TrialState.FAIL and first.user_attrs["interrupted"] is True
 

@@ -20,7 +20,8 @@ replay proposals); the pruner (`pruner`) Optuna's MedianPruner on the per-epoch 
 accuracy (a trial with fewer epochs simply stops reporting earlier, and the median at epoch k
 is over the completed trials that reached epoch k), its HyperbandPruner (epochs as the
 resource, up to max_epochs), or none. A study records what it searches (`space_record`) and
-refuses to be resumed with another space. The storage and its resilience are `tuning.storage`.
+refuses to be resumed with another space. One trial is `tuning.objective`; the storage and
+its resilience are `tuning.storage`.
 """
 
 from __future__ import annotations
@@ -31,17 +32,14 @@ import socket
 import sys
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 
-import keras
 import mlflow
-import numpy as np
 import optuna
-from optuna.storages import RetryHeartbeatStaleTrialCallback
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
 from tqdm import tqdm
 
 from tracking.callbacks import StopRun
@@ -51,15 +49,16 @@ from tracking.data import Dataset, load_for
 from tracking.provenance import log_params_once
 from tracking.run import launched_experiment, tracked_run
 from tracking.store import ensure_experiment, masked
-from tracking.train import train
+from tuning.objective import (
+    INTERRUPTED_ATTR,
+    objective,
+    quiet_interrupted_trials,
+    tag_trial_state,
+)
 from tuning.report import (
     BASELINE_ATTR,
-    BUDGET_ATTRS,
-    MODEL_URI_ATTR,
     OBJECTIVE_METRIC,
-    RUN_IDS_ATTR,
     report_study,
-    trial_run_ids,
 )
 from tuning.space import (
     SPACE_ATTR,
@@ -69,11 +68,8 @@ from tuning.space import (
     describe,
     search_space,
     space_record,
-    suggest,
-    trial_config,
 )
 from tuning.storage import (
-    RUN_ID_ATTR,
     StorageUnavailable,
     causes,
     default_storage,
@@ -88,7 +84,6 @@ MAX_FAILURES_IN_A_ROW = 3  # a worker whose trials keep failing (e.g. NaN loss) 
 COUNTED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)  # what --n-trials counts
 PRUNERS = ("median", "hyperband", "none")
 HYPERBAND_REDUCTION = 3  # Optuna's default: a third of a bracket's trials go on each rung
-INTERRUPTED_ATTR = "interrupted"  # trial user attribute: Ctrl-C or SIGTERM stopped it
 TUNING_KIND = "tuning"  # run_kind tag of a study's parent run (tracking.compare skips it)
 
 
@@ -235,110 +230,7 @@ def create_study_only(config: TuneConfig) -> str:
             f"experiment {config.experiment}")
 
 
-# --------------------------------------------------------------------------- trials
-
-
-class PrunedRun(StopRun):
-    """The pruner stopped the trial: its MLflow run ends KILLED, the Optuna trial PRUNED."""
-    status = "KILLED"
-
-
-class TrialReporter(keras.callbacks.Callback):
-    """Links the trial to its MLflow run, records OBJECTIVE_METRIC per epoch and, when it
-    `reports`, tells the trial the per-epoch mean of this seed's value and the `earlier`
-    seeds' values at that epoch (those that reached it), and prunes."""
-    def __init__(self, trial: optuna.Trial, *, earlier: Sequence[Sequence[float]] = (),
-                 reports: bool = True) -> None:
-        super().__init__()
-        self.trial, self.earlier, self.reports = trial, earlier, reports
-        self.values: list[float] = []  # this seed's OBJECTIVE_METRIC per epoch
-        self.run_id = ""
-
-    def on_train_begin(self, logs: dict | None = None) -> None:
-        self.run_id = mlflow.active_run().info.run_id
-        self.trial.set_user_attr(RUN_ID_ATTR, self.run_id)  # a lost worker's run is closed
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        self.values.append(float((logs or {})[OBJECTIVE_METRIC]))
-        if not self.reports:
-            return
-        value = float(np.mean([self.values[-1], *(h[epoch] for h in self.earlier
-                                                  if len(h) > epoch)]))
-        self.trial.report(value, step=epoch + 1)
-        if self.trial.should_prune():
-            seeds = f" (mean of {len(self.earlier) + 1} seeds)" if self.earlier else ""
-            raise PrunedRun(f"pruned at epoch {epoch + 1}: {OBJECTIVE_METRIC} {value:.4f}"
-                            f"{seeds}", epoch + 1)
-
-
-def objective(trial: optuna.Trial, **kwargs: Any) -> float:
-    """The study's objective (`train_point`); a trial stopped by Ctrl-C or SIGTERM is marked
-    INTERRUPTED_ATTR before Optuna fails it, so that a resumed study enqueues an interrupted
-    baseline again (`open_study`)."""
-    try:
-        return train_point(trial, **kwargs)
-    except KeyboardInterrupt:
-        trial.set_user_attr(INTERRUPTED_ATTR, True)
-        raise
-
-
-def train_point(trial: optuna.Trial, *, study: optuna.Study, config: TuneConfig, base: Config,
-                data: Dataset, worker: str, admitted: Callable[[], None]) -> float:
-    """Train one point of the search space for each of the trial's seeds, each in a nested
-    MLflow run; return the mean OBJECTIVE_METRIC. The trial's user attributes record its runs
-    (RUN_IDS_ATTR; RUN_ID_ATTR and MODEL_URI_ATTR: the seed with the best value), the epochs
-    and wall seconds it spent (BUDGET_ATTRS) and, with several seeds, their values."""
-    admitted()  # the trial exists now: let the next worker in
-    point = suggest(trial, search_space(config.model, config.max_epochs))
-    tags = {"study_name": config.study_name, "trial_number": str(trial.number),
-            "worker": worker}
-    frozen = next(t for t in study.get_trials(deepcopy=False) if t.number == trial.number)
-    retry_of = RetryHeartbeatStaleTrialCallback.retried_trial_number(frozen)
-    if retry_of is not None:
-        tags["retry_of_trial"] = str(retry_of)
-    if trial.user_attrs.get(BASELINE_ATTR):
-        tags["baseline"] = "true"
-    several = config.seeds_per_trial > 1
-    histories: list[list[float]] = []
-    run_ids: list[str] = []
-    results: list[dict[str, Any]] = []
-    spent = {"epochs": 0, "seconds": 0.0}
-    for k in range(config.seeds_per_trial):
-        keras.backend.clear_session()
-        seed = base.seed + k
-        name = f"trial-{trial.number}" + (f"-seed{seed}" if several else "")
-        reporter = TrialReporter(trial, earlier=histories,
-                                 reports=k == config.seeds_per_trial - 1)
-        started = time.monotonic()
-        try:
-            results.append(train(trial_config(replace(base, seed=seed), point, name), data,
-                                 callbacks=[reporter], tags={**tags, "trial_seed": str(seed)}
-                                 if several else tags))
-        except PrunedRun as stop:
-            raise optuna.TrialPruned(stop.reason) from None
-        finally:
-            spent["epochs"] += len(reporter.values)
-            spent["seconds"] += time.monotonic() - started
-            run_ids.append(reporter.run_id)
-            trial.set_user_attr(RUN_IDS_ATTR, run_ids)
-            for key, attr in BUDGET_ATTRS.items():
-                trial.set_user_attr(attr, spent[key])
-        histories.append(reporter.values)
-    values = [float(r[OBJECTIVE_METRIC]) for r in results]
-    best = int(np.argmax(values))  # the seed whose model stands for the trial
-    trial.set_user_attr(RUN_ID_ATTR, results[best]["run_id"])
-    trial.set_user_attr("best_epoch", results[best]["best_epoch"])
-    trial.set_user_attr("epochs_run", results[best]["epochs_run"])
-    trial.set_user_attr(MODEL_URI_ATTR, results[best]["logged_model_uri"])
-    if several:
-        trial.set_user_attr("seed_values", values)
-    return float(np.mean(values))
-
-
-def tag_trial_state(study: optuna.Study, trial: FrozenTrial) -> None:
-    """Optuna callback: the trial's final state as tag `trial_state` on its MLflow runs."""
-    for run_id in trial_run_ids(trial):
-        mlflow.MlflowClient().set_tag(run_id, "trial_state", trial.state.name)
+# --------------------------------------------------------------------------- the loop
 
 
 def run_trials(study: optuna.Study, config: TuneConfig, run_trial: Callable[..., float],
@@ -351,7 +243,8 @@ def run_trials(study: optuna.Study, config: TuneConfig, run_trial: Callable[...,
     with tqdm(total=config.n_trials, initial=min(done, config.n_trials), unit="trial",
               desc=config.study_name, file=sys.stderr, disable=not sys.stderr.isatty()) as bar:
         while not (config.timeout and time.monotonic() - started >= config.timeout):
-            with contextlib.ExitStack() as gate:  # held until the trial exists
+            with contextlib.ExitStack() as gate, quiet_interrupted_trials():
+                # gate: the storage lock, held until the trial exists
                 gate.enter_context(storage_lock(config.storage))
                 if not room_for_trial(study, config.n_trials):
                     break
