@@ -68,6 +68,7 @@ class ModelSpec:
     recipe: Recipe  # training defaults (`auto`)
     min_image_size: int  # smallest image side the factory accepts
     search: SearchSpace = SearchSpace()  # what tuning varies
-    # device kind (gpu, cpu_bf16, cpu) -> Keras dtype policy measured faster than float32 at
-    # the same accuracy there; `--precision auto` picks it (tracking.precision)
+    # device kind (gpu, cpu_bf16, cpu) -> Keras dtype policy measured faster than float32 on
+    # every seed at the same accuracy there (tracking.bench_precision's `auto candidate`);
+    # `--precision auto` picks it (tracking.precision)
     faster_precision: Mapping[str, str] = field(default_factory=options)

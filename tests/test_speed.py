@@ -112,9 +112,15 @@ def test_precision_summary_from_hand_computed_runs() -> None:
     assert fp32["test_accuracy_sd"] == pytest.approx(0.02)
     # per-seed ratios 1.5, 2.0, 1.2: the median 1.5; mean 0.9033 >= 0.92 - 0.02
     assert bf16["speed_ratio"] == pytest.approx(1.5)
-    assert bf16["accuracy_within_spread"] is True
-    assert "| m | mixed_bfloat16 | 3 | 100 (96-150) | 0.9033 +/- 0.0115 | 1.50x | yes |" \
-        in markdown([fp32, bf16])
+    assert bf16["accuracy_within_spread"] is True and bf16["faster_every_seed"] is True
+    assert bf16["auto_candidate"] is True
+    assert ("| m | mixed_bfloat16 | 3 | 100 (96-150) | 0.9033 +/- 0.0115 | 1.50x (1.20-2.00) "
+            "| yes | yes |") in markdown([fp32, bf16])
+    # slower on one seed (ratio 0.9): faster by the median, yet not an auto candidate
+    rows[5]["images_per_second"] = 72.0
+    _, bf16 = summarise(rows)
+    assert bf16["speed_ratio"] == pytest.approx(1.5) and bf16["faster_every_seed"] is False
+    assert bf16["auto_candidate"] is False
 
 
 @pytest.mark.slow

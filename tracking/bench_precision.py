@@ -11,8 +11,10 @@ both sides alike. Per run: the steady-state training speed (median `train_images
 of the epochs after the first, which compiles) and `test_accuracy`. Per (model, precision):
 the median speed over seeds, its range, and the test accuracy's mean and sample standard
 deviation. Per model and mixed policy: the speed ratio against float32 (median over seeds of
-the per-seed ratio), and whether its mean accuracy lies within float32's seed spread (mean
-+/- one standard deviation) - the rule `auto` follows (issue 15). Runs go to the experiment
+the per-seed ratio) and its range, and whether its mean accuracy lies within float32's seed
+spread (mean +/- one standard deviation). `auto` may pick a policy that was faster on every
+seed (each per-seed ratio above 1: on a shared machine a median alone moves by +/-10 %) with
+its accuracy within that spread - the `auto candidate` column (issue 15). Runs go to the experiment
 `--experiment` of the tracking store the environment names (MLFLOW_TRACKING_URI).
 """
 
@@ -72,7 +74,8 @@ def measure(models: Sequence[str], seeds: Sequence[int], precisions: Sequence[st
 def summarise(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per (model, precision): seeds, median and range of images/s, test accuracy mean and
     sample standard deviation; for a mixed policy also `speed_ratio` (median per-seed ratio
-    against float32) and `accuracy_within_spread`."""
+    against float32), `speed_ratio_min` / `_max`, `faster_every_seed`,
+    `accuracy_within_spread` and `auto_candidate` (both)."""
     table = []
     for model in dict.fromkeys(r["model"] for r in rows):
         mine = [r for r in rows if r["model"] == model]
@@ -93,8 +96,12 @@ def summarise(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
                           for r in runs if r["seed"] in base]
                 spread = statistics.stdev(base_acc) if len(base_acc) > 1 else 0.0
                 entry["speed_ratio"] = statistics.median(ratios)
+                entry["speed_ratio_min"], entry["speed_ratio_max"] = min(ratios), max(ratios)
+                entry["faster_every_seed"] = min(ratios) > 1
                 entry["accuracy_within_spread"] = (
                     entry["test_accuracy_mean"] >= statistics.fmean(base_acc) - spread)
+                entry["auto_candidate"] = (entry["faster_every_seed"]
+                                           and entry["accuracy_within_spread"])
             table.append(entry)
     return table
 
@@ -102,15 +109,19 @@ def summarise(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 def markdown(table: Sequence[dict[str, Any]]) -> str:
     """The summary as a Markdown table."""
     lines = ["| model | precision | seeds | images/s median (range) | test accuracy mean +/- sd "
-             "| speed vs float32 | accuracy within float32's spread |",
-             "|---|---|---|---|---|---|---|"]
+             "| speed vs float32: median (per-seed range) | accuracy within float32's spread "
+             "| auto candidate |",
+             "|---|---|---|---|---|---|---|---|"]
+    words = {True: "yes", False: "no"}
     for e in table:
-        ratio = f"{e['speed_ratio']:.2f}x" if "speed_ratio" in e else "1"
-        within = {True: "yes", False: "no"}.get(e.get("accuracy_within_spread"), "-")
+        ratio = (f"{e['speed_ratio']:.2f}x ({e['speed_ratio_min']:.2f}-"
+                 f"{e['speed_ratio_max']:.2f})" if "speed_ratio" in e else "1")
         lines.append(f"| {e['model']} | {e['precision']} | {e['seeds']} | "
                      f"{e['images_per_second']:.0f} ({e['images_per_second_min']:.0f}-"
                      f"{e['images_per_second_max']:.0f}) | {e['test_accuracy_mean']:.4f} +/- "
-                     f"{e['test_accuracy_sd']:.4f} | {ratio} | {within} |")
+                     f"{e['test_accuracy_sd']:.4f} | {ratio} | "
+                     f"{words.get(e.get('accuracy_within_spread'), '-')} | "
+                     f"{words.get(e.get('auto_candidate'), '-')} |")
     return "\n".join(lines)
 
 
