@@ -358,6 +358,42 @@ def test_a_resumed_run_is_the_run_it_continues(mlflow_uri: str) -> None:
     assert resumed == pytest.approx(straight, rel=1e-6)
 
 
+def test_an_epoch_logged_before_its_checkpoint_arrived_is_logged_once(mlflow_uri: str) -> None:
+    """Killed after epoch 2's metrics reached the store but before its checkpoint did (the
+    checkpoint travels in the background, so `kill -9` can fall between them): the resume
+    restarts after epoch 1 and does not log epoch 2 a second time."""
+    import keras
+    from mlflow.entities import Metric
+
+    from tracking.checkpoints import resume_config
+    from tracking.config import Config
+    from tracking.train import train
+
+    class InterruptAfter(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            if epoch == 0:
+                raise KeyboardInterrupt("interrupted for the test")
+
+    config = Config(model="concat_cnn", limit=120, epochs=4, patience=10, batch_size=32,
+                    experiment="faults")
+    with pytest.raises(KeyboardInterrupt):
+        train(config, callbacks=[InterruptAfter()])  # checkpoint and metrics of epoch 1
+    run_id = mlflow.last_active_run().info.run_id
+    mlflow.flush_async_logging()
+    client = mlflow.MlflowClient()
+    keys = list(client.get_run(run_id).data.metrics)  # the per-epoch keys of epoch 1
+    # what the killed process had sent of epoch 2 before its checkpoint upload was cut off
+    client.log_batch(run_id, metrics=[Metric(k, 0.5, int(time.time() * 1000), 2)
+                                      for k in keys])
+    keras.backend.clear_session()
+    train(resume_config(run_id), resume_run_id=run_id)
+    assert mlflow.get_run(run_id).data.tags["resumed_from_epoch"] == "1"
+    for key in ("loss", "val_accuracy", "learning_rate"):
+        history = client.get_metric_history(run_id, key)
+        assert sorted(m.step for m in history) == [1, 2, 3, 4], key
+        assert [m.value for m in history if m.step == 2] == [0.5]  # the first, kept
+
+
 def test_a_checkpoint_of_the_earlier_format_still_resumes(mlflow_uri: str, tmp_path: Path
                                                           ) -> None:
     """Runs checkpointed before weights.npz hold a whole model.keras: they resume too."""

@@ -200,11 +200,14 @@ class MlflowMetrics(keras.callbacks.Callback):
     tag, in one call. The call is MLflow's asynchronous logging (`log_batch(synchronous=False)`)
     so training does not wait for the store; the next epoch (or `flush()`) collects its
     outcome. When the tracking server is away, training goes on: the metrics stay in
-    `pending` and go with the next epoch's (`flush()` sends them at the end)."""
+    `pending` and go with the next epoch's (`flush()` sends them at the end). Epochs in
+    `skip_epochs` (1-based; a resumed run's epochs logged before its stop) are not logged."""
 
-    def __init__(self, run_id: str) -> None:
+    def __init__(self, run_id: str, skip_epochs: set[int] | frozenset[int] = frozenset()
+                 ) -> None:
         super().__init__()
         self.run_id = run_id
+        self.skip_epochs = skip_epochs
         self.client = mlflow.MlflowClient()
         self.pending: list[Metric] = []  # metrics the tracking server has not taken yet
         self.offline = False
@@ -212,8 +215,9 @@ class MlflowMetrics(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         now_ms = int(time.time() * 1000)
-        self.pending.extend(Metric(k, float(v), now_ms, epoch + 1)
-                            for k, v in (logs or {}).items() if math.isfinite(float(v)))
+        if epoch + 1 not in self.skip_epochs:
+            self.pending.extend(Metric(k, float(v), now_ms, epoch + 1)
+                                for k, v in (logs or {}).items() if math.isfinite(float(v)))
         self.flush(wait=False)
 
     def flush(self, wait: bool = True) -> bool:

@@ -332,10 +332,14 @@ class StartPoint:
                                       initial_state=self.early_stopping,
                                       initial_best_weights=self.best_weights)
 
-    def continue_run(self, run_id: str) -> None:
-        """Mark the active run `run_id` as resumed here, and refill its metric gaps."""
+    def continue_run(self, run_id: str) -> set[int]:
+        """Mark the active run `run_id` as resumed here, and refill its metric gaps. Returns
+        the epochs after this checkpoint whose metrics the stopped process had logged already
+        (killed between an epoch's metrics and its checkpoint upload): the resumed run does not
+        log them again (`MlflowMetrics(skip_epochs=...)`), so each epoch stays logged once."""
         mlflow.set_tags({"resumed_from_epoch": str(self.epochs_done), "stop_reason": ""})
-        relog_missing_epochs(run_id, self.history)
+        logged = relog_missing_epochs(run_id, self.history)
+        return {step for step in logged if step > self.epochs_done}
 
     def finished_by(self, config: Config) -> bool:
         """Whether the resumed run had already ended: all epochs run, or patience used up."""
@@ -371,8 +375,9 @@ def resume_point(run_id: str, config: Config, data: Dataset) -> StartPoint:
     return start
 
 
-def relog_missing_epochs(run_id: str, history: list[dict[str, float]]) -> None:
-    """A process killed between its checkpoint and its metrics leaves a gap: fill it."""
+def relog_missing_epochs(run_id: str, history: list[dict[str, float]]) -> set[int]:
+    """A process killed between its checkpoint and its metrics leaves a gap: fill it.
+    Returns the epochs (steps) the run had logged before."""
     client = mlflow.MlflowClient()
     logged = {m.step for m in client.get_metric_history(run_id, "loss")}
     now = int(time.time() * 1000)
@@ -380,3 +385,4 @@ def relog_missing_epochs(run_id: str, history: list[dict[str, float]]) -> None:
                if step not in logged for k, v in h.items() if math.isfinite(v)]
     if missing:
         client.log_batch(run_id, metrics=missing)
+    return logged

@@ -108,10 +108,10 @@ def train(
                          run_id=resume_run_id, resume_command=RESUME_COMMAND,
                          system_metrics=config.system_metrics) as run, \
                 CheckpointStore(run.info.run_id, config.checkpoint_every) as checkpoints:
-            run_id = run.info.run_id
+            run_id, logged_before = run.info.run_id, set()
             with timed(timings, "log_setup_seconds"):
                 if resume_run_id:
-                    start.continue_run(run_id)
+                    logged_before = start.continue_run(run_id)
                 else:
                     log_provenance(requested, config, start.model, data, devices,
                                    steps_per_epoch)
@@ -119,7 +119,7 @@ def train(
             batches = EpochBatches(data.x_train, data.y_train, config.batch_size, config.seed,
                                    first_epoch=start.epochs_done)
             history, stopper = EpochHistory(start.history), start.early_stopper(config.patience)
-            metrics = MlflowMetrics(run_id)
+            metrics = MlflowMetrics(run_id, skip_epochs=logged_before)
             with timed(timings, "fit_seconds"):
                 if not start.finished_by(config):
                     start.model.fit(
