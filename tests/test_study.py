@@ -199,3 +199,13 @@ def test_fair_study_gives_two_models_equal_budgets(mlflow_uri: str, tmp_path: Pa
     assert {metrics["rank.concat_cnn"], metrics["rank.vgg19"]} == {1, 2}
     assert "concat_cnn (tuned) − vgg19 (tuned)" in md or "vgg19 (tuned) − concat_cnn (tuned)" in md
     assert "Every model had the same budget: 2 trials" in md
+
+
+def test_a_fair_study_reports_apart_from_a_plain_one(tmp_path: Path) -> None:
+    """--output auto (the MLproject's default): outputs/study, or outputs/fair_study with a
+    tuning budget, so a fair study never overwrites a plain study's report."""
+    assert study.report_folder("auto") is None and study.report_folder("") is None
+    assert study.report_folder(str(tmp_path / "r")) == str(tmp_path / "r")
+    assert (tmp_path / "r").is_dir()
+    assert study.default_output(None) == str(Path("outputs", "study"))
+    assert study.default_output((2, 3)) == str(Path("outputs", "fair_study"))

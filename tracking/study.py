@@ -70,6 +70,7 @@ from tuning.study import run_study as run_tuning_study
 STUDY_KIND = "study"  # value of the run_kind tag on the parent run
 DEFAULT_MODELS = tuple(MODELS)  # every registered model (the original four)
 DEFAULT_OUTPUT = os.path.join("outputs", "study")
+FAIR_OUTPUT = os.path.join("outputs", "fair_study")  # --tune-budget: not over a plain study's
 
 
 @dataclass(frozen=True)
@@ -321,8 +322,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="MLflow experiment (with mlflow run: --experiment-name)")
     p.add_argument("--precision", default=d.precision,
                    help="float32, mixed_bfloat16, mixed_float16 or auto, for every run")
-    p.add_argument("--output", default=d.output, type=output_folder,
-                   help="folder for comparison.md and figures")
+    p.add_argument("--output", default=None, type=report_folder,
+                   help=f"folder for comparison.md and figures (default auto: {DEFAULT_OUTPUT}, "
+                        f"with --tune-budget {FAIR_OUTPUT})")
     p.add_argument("--tune-budget", type=budget, default=d.tune_budget,
                    metavar="TRIALSxMAX_EPOCHS",
                    help="the fair study: every model tuned with this many trials of at most "
@@ -353,6 +355,17 @@ def budget(text: str) -> tuple[int, int] | None:
                                          f"got {text!r}") from None
 
 
+def default_output(tune_budget: tuple[int, int] | None) -> str:
+    """The report folder when --output is auto: a fair study's apart from a plain study's."""
+    return FAIR_OUTPUT if tune_budget else DEFAULT_OUTPUT
+
+
+def report_folder(text: str) -> str | None:
+    """argparse type of --output: "auto" (or empty) for the default folder, else a folder
+    (`tracking.cli.output_folder`)."""
+    return None if unquote(text).strip().lower() in ("", "auto") else output_folder(text)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: bad settings exit 2 before any run; prints the report's path and ranking."""
     parser = build_parser()
@@ -365,7 +378,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                              tune_max_epochs=args.tune_max_epochs,
                              tune_model=unquote(args.tune_model),
                              precision=unquote(args.precision),
-                             experiment=unquote(args.experiment), output=args.output,
+                             experiment=unquote(args.experiment),
+                             output=args.output or default_output(args.tune_budget),
                              tune_budget=args.tune_budget, pruner=unquote(args.pruner),
                              seeds_per_trial=args.seeds_per_trial, split_seed=args.split_seed,
                              promote=args.promote)
