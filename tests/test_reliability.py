@@ -262,6 +262,12 @@ def test_server_lost_mid_training_keeps_everything(tmp_path: Path, monkeypatch) 
         steps = sorted(m.step for m in client.get_metric_history(run_id, "val_loss"))
         assert steps == list(range(1, epochs + 1))
         assert "test_accuracy" in run.data.metrics
+        assert not [a for a in client.list_artifacts(run_id) if a.path == "checkpoints"]
+        again = subprocess.run([sys.executable, "-m", "tracking.runs", "upload", str(folder)],
+                               cwd=tmp_path, env=child_env(uri), capture_output=True,
+                               text=True, timeout=300)
+        assert again.returncode == 2 and "uploaded already" in again.stderr
+        assert len(client.get_metric_history(run_id, "test_accuracy")) == 1
     finally:
         stop_server(server)
 

@@ -671,6 +671,8 @@ def test_an_interrupted_baseline_is_enqueued_again(mlflow_uri: str, tmp_path: Pa
     assert "Traceback" not in err and "interrupted: resume with --study-name stopped" in err
     first = load("stopped", storage).trials[0]
     assert first.state == TrialState.FAIL and first.user_attrs["interrupted"] is True
+    (run_id,) = first.user_attrs["mlflow_run_ids"]
+    assert mlflow.MlflowClient(mlflow_uri).get_run(run_id).data.tags["trial_state"] == "FAIL"
 
     out = subprocess.run(tune_command(*common), env=worker_env(mlflow_uri), cwd=tmp_path,
                          capture_output=True, text=True, timeout=600)

@@ -31,7 +31,7 @@ from typing import Any
 import mlflow
 
 from models import MODELS
-from tracking.cli import bad_input_exits
+from tracking.cli import bad_input_exits, interrupt_status, sigterm_as_interrupt
 from tracking.config import Config
 from tracking.precision import PRECISIONS, device_kind
 from tracking.train import train
@@ -145,21 +145,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     unknown = [m for m in models if m not in MODELS] + \
         [p for p in precisions if p not in PRECISIONS or p == "auto"]
     if unknown or "float32" not in precisions:
-        print(f"error: unknown models or precisions {unknown}, or float32 (the reference) "
-              "missing", file=sys.stderr)
-        return 2
+        parser.error(f"unknown models or precisions {unknown}, or float32 (the reference) "
+                     "missing")
     try:
         seeds = [int(s) for s in args.seeds.split(",") if s]
     except ValueError:
-        print(f"error: --seeds must be comma-separated integers, not {args.seeds!r}",
-              file=sys.stderr)
-        return 2
+        parser.error(f"--seeds must be comma-separated integers, not {args.seeds!r}")
     with bad_input_exits(parser):  # every run's settings checked before the first starts
         for model in models:
             Config(model=model, dataset=args.dataset, epochs=args.epochs or None,
                    limit=args.limit, experiment=args.experiment)
-    rows = measure(models, seeds, precisions, args.dataset, args.epochs or None,
-                   args.experiment, args.limit)
+    with sigterm_as_interrupt():  # `kill` ends the run in progress KILLED, as Ctrl-C does
+        try:
+            rows = measure(models, seeds, precisions, args.dataset, args.epochs or None,
+                           args.experiment, args.limit)
+        except KeyboardInterrupt as stop:
+            print("interrupted: the run in progress is marked KILLED", file=sys.stderr)
+            return interrupt_status(stop)
     table = summarise(rows)
     print(f"device kind: {device_kind()}")
     print(markdown(table))

@@ -73,6 +73,14 @@ def _artifact_repo(run_id: str) -> Any:
     return get_artifact_repository(mlflow.get_run(run_id).info.artifact_uri)
 
 
+def drop_checkpoints(run_id: str) -> None:
+    """Delete run `run_id`'s checkpoints (a finished run's logged model supersedes them)."""
+    try:
+        _artifact_repo(run_id).delete_artifacts(ARTIFACT_DIR)
+    except Exception:  # noqa: BLE001 - some stores cannot delete; stale files cost space only
+        pass
+
+
 class CheckpointStore:
     """Writes and uploads the checkpoints of one run; one instance per training process.
 
@@ -166,7 +174,7 @@ class CheckpointStore:
     def drop_all(self) -> None:
         """After a clean finish: the logged model supersedes the checkpoints."""
         self.wait()
-        self._delete(ARTIFACT_DIR)
+        drop_checkpoints(self.run_id)
 
     def close(self) -> None:
         self.wait()

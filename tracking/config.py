@@ -27,6 +27,9 @@ DISTRIBUTIONS = ("none", "data_parallel")
 # trial and run counts to a seed, so 31 bits leave room
 MAX_SEED = 2**31 - 1
 MAX_EXPERIMENT_NAME = 500  # MLflow's limit on an experiment's name
+# pixels a side, above every keras.applications input (224-600): one 1024x1024x3 uint8 image is
+# 3 MiB, so a few thousand already fill this project's 24 GiB machine
+MAX_IMAGE_SIZE = 1024
 
 
 class ConfigError(UsageError):
@@ -80,8 +83,9 @@ class Config:
             raise ConfigError(
                 f"learning_rate must be a positive number, got {self.learning_rate!r}"
             )
-        if not _is_int(self.image_size) or self.image_size < 8:
-            raise ConfigError(f"image_size must be an integer >= 8, got {self.image_size!r}")
+        if not _is_int(self.image_size) or not 8 <= self.image_size <= MAX_IMAGE_SIZE:
+            raise ConfigError(f"image_size must be an integer from 8 to {MAX_IMAGE_SIZE}, got "
+                              f"{self.image_size!r}")
         smallest = MODELS[self.model].min_image_size
         if self.image_size < smallest:
             raise ConfigError(f"{self.model} needs image_size >= {smallest}, "

@@ -26,7 +26,7 @@ import mlflow
 from mlflow.entities import Metric
 from mlflow.tracking import fluent
 
-from tracking.checkpoints import atomic_save, config_from_params
+from tracking.checkpoints import atomic_save, config_from_params, drop_checkpoints
 from tracking.data import load_for
 from tracking.finish import finish_run
 from tracking.store import tracking_reachable
@@ -77,14 +77,26 @@ def keep_offline_if_unreachable(run_id: str, model: keras.Model,
         raise TrackingOffline(str(folder)) from None
 
 
+UPLOADED_TAG = "uploaded_after_outage"
+
+
+class AlreadyUploaded(ValueError):
+    """The saved run was uploaded before: a second upload would log everything twice."""
+
+
 def upload_offline(folder: str | Path) -> str:
-    """Log a run saved by `save_offline` to the (reachable again) tracking server; return its
-    id. The data set is loaded again from the run's own params, as a resume would."""
+    """Log a run saved by `save_offline` to the (reachable again) tracking server, then drop
+    its checkpoints; return its id. The data set is loaded again from the run's own params, as
+    a resume would. Raises AlreadyUploaded when the run carries UPLOADED_TAG."""
     folder = Path(folder)
     state: dict[str, Any] = json.loads((folder / "state.json").read_text())
     run_id = state["run_id"]
     client = mlflow.MlflowClient()
-    config = config_from_params(client.get_run(run_id).data.params)
+    run = client.get_run(run_id)
+    if run.data.tags.get(UPLOADED_TAG) == "true":
+        raise AlreadyUploaded(f"run {run_id} was uploaded already (tag {UPLOADED_TAG}); "
+                              f"{folder} can be deleted")
+    config = config_from_params(run.data.params)
     data = load_for(config)
     model = keras.saving.load_model(folder / "model.keras")
     pending = [Metric(m["key"], m["value"], m["timestamp"], m["step"]) for m in state["pending"]]
@@ -92,5 +104,6 @@ def upload_offline(folder: str | Path) -> str:
         client.log_batch(run_id, metrics=pending[i:i + 1000])
     with mlflow.start_run(run_id=run_id):
         finish_run(model, config, data, state["history"], state["best_epoch"], run_id, {})
-        mlflow.set_tag("uploaded_after_outage", "true")
+        mlflow.set_tag(UPLOADED_TAG, "true")
+    drop_checkpoints(run_id)
     return run_id

@@ -29,7 +29,7 @@ import mlflow
 
 from tracking.callbacks import HEARTBEAT_TAG
 from tracking.cli import bad_input_exits
-from tracking.offline import upload_offline
+from tracking.offline import AlreadyUploaded, upload_offline
 from tracking.provenance import process_alive
 
 
@@ -76,7 +76,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             p.error(f"{state} is not a readable saved run ({err})")
         with bad_input_exits(p):
             pass  # the tracking store answers
-        print(f"uploaded run {upload_offline(args.folder)}")
+        try:
+            print(f"uploaded run {upload_offline(args.folder)}")
+        except AlreadyUploaded as err:
+            p.error(str(err))
         return 0
 
     if not args.older_than >= 0:

@@ -18,7 +18,7 @@ import mlflow
 import numpy as np
 import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback
-from optuna.trial import FrozenTrial
+from optuna.trial import FrozenTrial, TrialState
 
 from tracking.callbacks import StopRun
 from tracking.config import Config
@@ -78,11 +78,13 @@ class TrialReporter(keras.callbacks.Callback):
 def objective(trial: optuna.Trial, **kwargs: Any) -> float:
     """The study's objective (`train_point`); a trial stopped by Ctrl-C or SIGTERM is marked
     INTERRUPTED_ATTR before Optuna fails it, so that a resumed study enqueues an interrupted
-    baseline again (`open_study`)."""
+    baseline again (`open_study`), and its runs are tagged `trial_state` FAIL (Optuna calls
+    no callback for a trial that Ctrl-C stops)."""
     try:
         return train_point(trial, **kwargs)
     except KeyboardInterrupt:
         trial.set_user_attr(INTERRUPTED_ATTR, True)
+        tag_runs(trial_run_ids(trial), TrialState.FAIL)
         raise
 
 
@@ -141,8 +143,13 @@ def train_point(trial: optuna.Trial, *, study: optuna.Study, config: TuneConfig,
 
 def tag_trial_state(study: optuna.Study, trial: FrozenTrial) -> None:
     """Optuna callback: the trial's final state as tag `trial_state` on its MLflow runs."""
-    for run_id in trial_run_ids(trial):
-        mlflow.MlflowClient().set_tag(run_id, "trial_state", trial.state.name)
+    tag_runs(trial_run_ids(trial), trial.state)
+
+
+def tag_runs(run_ids: Sequence[str], state: TrialState) -> None:
+    """Tag `trial_state` (an Optuna trial state's name) on a trial's MLflow runs."""
+    for run_id in run_ids:
+        mlflow.MlflowClient().set_tag(run_id, "trial_state", state.name)
 
 
 class _InterruptedTrialRecords(logging.Filter):
