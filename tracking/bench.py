@@ -42,7 +42,7 @@ from tracking.classifier import build_classifier, compile_classifier
 from tracking.cli import bad_input_exits
 from tracking.config import Config
 from tracking.data import Dataset, load_for
-from tracking.store import ensure_experiment
+from tracking.store import check_tracking_uri, ensure_experiment
 from tracking.train import train
 
 SIDES = ("bare", "autolog", "ours")
@@ -152,7 +152,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.epochs < 3 or args.repeats < 1:
         p.error("--epochs must be >= 3 (the first compiles, the median needs two more) and "
                 "--repeats >= 1")
-    with bad_input_exits(p, check_tracking=False):
+    with bad_input_exits(p, check_tracking=False):  # the store is --tracking-uri's, if any
+        if args.tracking_uri:
+            check_tracking_uri(args.tracking_uri)
         configs = [Config(model=m.strip(), dataset=args.dataset, data_dir=args.data_dir,
                           batch_size=args.batch_size, epochs=args.epochs, limit=args.limit,
                           patience=args.epochs, experiment="bench").resolved()

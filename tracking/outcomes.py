@@ -83,9 +83,10 @@ def mistakes_gallery_figure(probs: np.ndarray, labels: np.ndarray, class_names: 
     predicted = probs.argmax(axis=1)
     captions = [f"true {names[labels[i]]}\npredicted {names[predicted[i]]}\n"
                 f"p = {probs[i, predicted[i]]:.3f}" for i in shown]
+    found = (f"{len(shown)} of {len(worst)} wrong" if len(worst) else "none, every image right")
     return image_gallery_figure(
-        images[shown], captions, title=f"{title} most confident mistakes: {len(shown)} of "
-                                       f"{len(worst)} wrong (test, n={len(labels)})")
+        images[shown], captions,
+        title=f"{title} most confident mistakes: {found} (test, n={len(labels)})")
 
 
 def log_outcomes(probs: np.ndarray, labels: np.ndarray, class_names: Sequence[str], *,
