@@ -400,6 +400,43 @@ def test_an_epoch_logged_before_its_checkpoint_arrived_is_logged_once(mlflow_uri
         assert [m.value for m in history if m.step == 2] == [0.5]  # the first, kept
 
 
+def test_stopped_while_logging_the_model_then_resumed_logs_each_result_once(
+        mlflow_uri: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C after the test metrics were logged, while the model was being logged (MLflow
+    had created it PENDING): the resume logs the test metrics once, the model once, and marks
+    the interrupted model FAILED."""
+    import keras
+
+    import tracking.finish
+    from tracking.checkpoints import resume_config
+    from tracking.config import Config
+    from tracking.train import train
+
+    def stopped_while_logging(model, sample, **kwargs):
+        run_id = mlflow.active_run().info.run_id
+        mlflow.initialize_logged_model(name="model", source_run_id=run_id)  # PENDING
+        raise KeyboardInterrupt("interrupted for the test")
+
+    config = Config(model="concat_cnn", limit=120, epochs=2, patience=10, batch_size=32,
+                    experiment="faults")
+    with monkeypatch.context() as patch:
+        patch.setattr(tracking.finish, "log_classifier", stopped_while_logging)
+        with pytest.raises(KeyboardInterrupt):
+            train(config)
+    run_id = mlflow.last_active_run().info.run_id
+    client = mlflow.MlflowClient()
+    assert client.get_run(run_id).info.status == "KILLED"
+    assert len(client.get_metric_history(run_id, "test_accuracy")) == 1
+    keras.backend.clear_session()
+    train(resume_config(run_id), resume_run_id=run_id)
+    for key in ("test_accuracy", "best_epoch", "train_seconds"):
+        assert len(client.get_metric_history(run_id, key)) == 1, key
+    experiment_id = client.get_run(run_id).info.experiment_id
+    states = sorted(m.status.value for m in client.search_logged_models(
+        [experiment_id], filter_string=f"source_run_id = '{run_id}'"))
+    assert states == ["FAILED", "READY"]
+
+
 def test_a_checkpoint_of_the_earlier_format_still_resumes(mlflow_uri: str, tmp_path: Path
                                                           ) -> None:
     """Runs checkpointed before weights.npz hold a whole model.keras: they resume too."""

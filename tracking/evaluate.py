@@ -16,7 +16,7 @@ repeat after any cleaning, indices never do; `class_names.json` maps them back
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 import keras
@@ -207,14 +207,14 @@ def evaluation_metrics(ev: Evaluation, prefix: str = "test") -> dict[str, float]
 
 def log_evaluation(ev: Evaluation, class_names: Sequence[str], title: str = "",
                    prefix: str = "test", images: np.ndarray | None = None,
-                   test_digest: str = "") -> dict[str, float]:
+                   test_digest: str = "", skip: Collection[str] = ()) -> dict[str, float]:
     """Log to the active run: the metrics (`evaluation_metrics`), classification_report
     .txt/.json, confusion_matrix .csv/.png, roc_pr_curves.png, reliability_diagram.png and the
     per-image predictions table with the mistakes (`tracking.outcomes.log_outcomes`; the
     gallery and mistake images need `images`, the test split's (N, S, S, 3) uint8).
-    Returns the metrics."""
+    Metrics named in `skip` (already logged) are not logged again. Returns the metrics."""
     metrics = evaluation_metrics(ev, prefix)
-    mlflow.log_metrics(metrics)
+    mlflow.log_metrics({k: v for k, v in metrics.items() if k not in skip})
     mlflow.log_text(ev.report_text, "classification_report.txt")
     mlflow.log_dict(ev.report, "classification_report.json")
     mlflow.log_text(confusion_csv(ev.confusion, class_names), "confusion_matrix.csv")

@@ -16,12 +16,12 @@ from tracking.config import Config
 from tracking.data import Dataset, data_digest
 from tracking.evaluate import evaluate, log_evaluation
 from tracking.plots import training_curves_figure
-from tracking.serving import MODEL_NAME, log_classifier
+from tracking.serving import MODEL_NAME, fail_pending_models, log_classifier
 
 
 def finish_run(model: keras.Model, config: Config, data: Dataset,
                epochs: list[dict[str, float]], best_epoch: int, run_id: str,
-               timings: dict[str, float]) -> dict[str, Any]:
+               timings: dict[str, float], again: bool = False) -> dict[str, Any]:
     """Log what a trained run ends with and return its results.
 
     `epochs` is the per-epoch history (one dict of metrics per epoch), `best_epoch` the 1-based
@@ -32,7 +32,9 @@ def finish_run(model: keras.Model, config: Config, data: Dataset,
     run_id, config, best_epoch, epochs_run, val_accuracy and val_loss (at the best epoch),
     train_seconds, history ({metric: [per epoch]}), model_uri, logged_model_uri, timings
     (`timings` plus evaluate_seconds and log_model_seconds) and, with a test evaluation, the
-    test metrics and `evaluation`.
+    test metrics and `evaluation`. `again` (a resumed or uploaded run, whose earlier process
+    may have been stopped in this very phase): summary and test metrics it already holds are
+    not logged twice, and a logged model it left PENDING is marked FAILED.
     """
     history = {k: [h.get(k, float("nan")) for h in epochs] for k in epochs[0]}
     train_seconds = float(sum(history["epoch_seconds"]))
@@ -46,9 +48,13 @@ def finish_run(model: keras.Model, config: Config, data: Dataset,
         "train_seconds": train_seconds,
         "history": history,
     }
-    mlflow.log_metrics({"best_epoch": best_epoch, "epochs_run": len(epochs),
-                        "train_seconds": train_seconds,
-                        "best_val_accuracy": results["val_accuracy"]})
+    logged: set[str] = set()
+    if again:
+        logged = set(mlflow.MlflowClient().get_run(run_id).data.metrics)
+        fail_pending_models(run_id)
+    summary = {"best_epoch": best_epoch, "epochs_run": len(epochs),
+               "train_seconds": train_seconds, "best_val_accuracy": results["val_accuracy"]}
+    mlflow.log_metrics({k: v for k, v in summary.items() if k not in logged})
     fig = training_curves_figure(history, best_epoch, title=config.display_name)
     mlflow.log_figure(fig, "training_curves.png")
     plt.close(fig)
@@ -58,7 +64,8 @@ def finish_run(model: keras.Model, config: Config, data: Dataset,
         ev = evaluate(model, data.x_test, data.y_test, data.class_names)
         results.update(log_evaluation(ev, data.class_names, title=config.display_name,
                                       images=data.x_test,
-                                      test_digest=data_digest(data.x_test, data.y_test)))
+                                      test_digest=data_digest(data.x_test, data.y_test),
+                                      skip=logged))
         results["evaluation"] = ev
     timings["evaluate_seconds"] = time.perf_counter() - t
 

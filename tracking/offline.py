@@ -103,7 +103,8 @@ def upload_offline(folder: str | Path) -> str:
     for i in range(0, len(pending), 1000):
         client.log_batch(run_id, metrics=pending[i:i + 1000])
     with mlflow.start_run(run_id=run_id):
-        finish_run(model, config, data, state["history"], state["best_epoch"], run_id, {})
+        finish_run(model, config, data, state["history"], state["best_epoch"], run_id, {},
+                   again=True)  # an upload cut short may have logged part of it
         mlflow.set_tag(UPLOADED_TAG, "true")
     drop_checkpoints(run_id)
     return run_id

@@ -19,6 +19,7 @@ from typing import Any
 import keras
 import mlflow
 import numpy as np
+from mlflow.entities import LoggedModelStatus
 from mlflow.models import infer_signature
 from mlflow.models.model import ModelInfo
 
@@ -49,6 +50,17 @@ def log_classifier(model: keras.Model, sample: np.ndarray, name: str = MODEL_NAM
             name=name, python_model=str(SERVED_MODEL_CODE), artifacts={KERAS_MODEL: str(path)},
             signature=infer_signature(sample.astype(np.float64), outputs),
             pip_requirements=model_requirements(), metadata=metadata)
+
+
+def fail_pending_models(run_id: str) -> None:
+    """Mark FAILED the logged models of run `run_id` still PENDING: a process stopped while
+    logging one leaves it so (MLflow 3 creates the entity first, then uploads its files)."""
+    client = mlflow.MlflowClient()
+    experiment_id = client.get_run(run_id).info.experiment_id
+    for model in client.search_logged_models(
+            [experiment_id], filter_string=f"source_run_id = '{run_id}'"):
+        if model.status == LoggedModelStatus.PENDING:
+            client.finalize_logged_model(model.model_id, LoggedModelStatus.FAILED)
 
 
 def load_logged_classifier(model_uri: str) -> keras.Model:

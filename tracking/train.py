@@ -137,7 +137,7 @@ def train(
                                              metrics.pending):
                 metrics.flush()
                 results = finish_run(start.model, config, data, history.epochs, best_epoch,
-                                     run_id, timings)
+                                     run_id, timings, again=resume_run_id is not None)
             checkpoints.drop_all()
     return results
 
