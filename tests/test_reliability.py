@@ -113,7 +113,10 @@ def test_sigkill_found_stale_marked_and_resumed(mlflow_uri: str, tmp_path: Path)
     assert run.info.status == "KILLED" and "process died" in run.data.tags["stop_reason"]
     assert main(["--resume", run_id]) == 0
     state_epochs = int(client.get_run(run_id).data.tags["resumed_from_epoch"])
-    assert state_epochs >= 2
+    # epoch 2's metrics were in the store; its checkpoint may still have been on its way
+    # (uploaded in the background), and then the resume starts after epoch 1 without logging
+    # epoch 2 twice
+    assert state_epochs >= 1
     assert_resumed_cleanly(run_id, state_epochs)
 
 
