@@ -41,7 +41,7 @@ from gradient_descent.core import (
 )
 from gradient_descent.plot import plot_grid, plot_single
 from tracking.cli import output_folder
-from tracking.store import ensure_experiment, prepare_store
+from tracking.store.connect import ensure_experiment, prepare_store
 
 DEFAULT_EXPERIMENT = "gradient-descent"
 RUN_NAME = "gradient-descent"

@@ -2,7 +2,7 @@
 
 `Recipe` is the training setting measured to train the model from scratch; `SearchSpace` is
 what a tuning study may vary around it. Both are plain data (no Keras objects, no tracking):
-`tracking.classifier` turns a recipe into an optimizer and `tuning.study` a search space into
+`tracking.training.classifier` turns a recipe into an optimizer and `tuning.study` a search space into
 Optuna distributions.
 """
 
@@ -69,6 +69,6 @@ class ModelSpec:
     min_image_size: int  # smallest image side the factory accepts
     search: SearchSpace = SearchSpace()  # what tuning varies
     # device kind (gpu, cpu_bf16, cpu) -> Keras dtype policy measured faster than float32 on
-    # every seed at the same accuracy there (tracking.bench_precision's `auto candidate`);
+    # every seed at the same accuracy there (tracking.benchmarks.precision's `auto candidate`);
     # `--precision auto` picks it (tracking.precision)
     faster_precision: Mapping[str, str] = field(default_factory=options)

@@ -7,9 +7,9 @@ import keras
 import numpy as np
 import pytest
 
-from tracking.batches import EpochBatches, Padded, predict_padded
 from tracking.config import Config
-from tracking.evaluate import crossentropy
+from tracking.data.batches import EpochBatches, Padded, predict_padded
+from tracking.evaluation.evaluate import crossentropy
 
 
 def labelled(n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -105,8 +105,8 @@ def test_a_tracked_run_compiles_each_step_once_with_augmentation(mlflow_uri: str
 
 @pytest.mark.jax_smoke
 def test_models_with_random_shifts_compile_under_jax_also_after_reloading(tmp_path) -> None:
-    from tracking.classifier import allow_jit, build_classifier
-    from tracking.data import load_dataset
+    from tracking.data.dataset import load_dataset
+    from tracking.training.classifier import allow_jit, build_classifier
 
     config = Config(model="concat_cnn", dataset="digits", augment=True)
     data = load_dataset("digits", None, 32, 0.2, 0.2, 0, limit=100)

@@ -1,7 +1,7 @@
 """The comparison report, from runs logged to a real MLflow store.
 
 The runs here are logged the way `tracking.train` logs them (same keys, the confusion matrix
-written by `tracking.evaluate.log_evaluation`) but with chosen accuracies, so the report's
+written by `tracking.evaluation.evaluate.log_evaluation`) but with chosen accuracies, so the report's
 verdicts can be checked exactly. tests/test_study.py covers the path from real training.
 """
 
@@ -19,13 +19,13 @@ from processes import free_port
 
 from tracking import compare
 from tracking.compare import CompareError
-from tracking.data import data_digest
-from tracking.evaluate import evaluation_from_probabilities, log_evaluation
-from tracking.groups import TUNED, VARIANT_TAG, ModelGroup, RunSummary
-from tracking.outcomes import predictions_frame
-from tracking.report import FIGURES, render_markdown
-from tracking.store import TrackingServerError, check_tracking_uri
-from tracking.verdicts import class_error_sentence, gap_verdict, shared_mistakes
+from tracking.comparison.groups import TUNED, VARIANT_TAG, ModelGroup, RunSummary
+from tracking.comparison.report import FIGURES, render_markdown
+from tracking.comparison.verdicts import class_error_sentence, gap_verdict, shared_mistakes
+from tracking.data.dataset import data_digest
+from tracking.evaluation.evaluate import evaluation_from_probabilities, log_evaluation
+from tracking.evaluation.outcomes import predictions_frame
+from tracking.store.connect import TrackingServerError, check_tracking_uri
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = [str(i) for i in range(10)]
@@ -42,7 +42,7 @@ def log_fake_training_run(experiment: str, model: str, seed: int, accuracy: floa
                           artifacts: bool = True) -> str:
     """A run shaped like tracking.train's: params, per-epoch curves, test metrics, confusion
     matrix. Errors go to class `hard` (taken for `confused_with`) first, then spread."""
-    from tracking.store import ensure_experiment
+    from tracking.store.connect import ensure_experiment
 
     y = np.repeat(np.arange(10), PER_CLASS)
     pred = y.copy()
@@ -236,7 +236,7 @@ def test_report_links_only_the_figures_it_wrote(mlflow_uri: str, tmp_path: Path)
 
 
 def test_nothing_to_compare_exits_2(mlflow_uri: str, tmp_path: Path, capsys) -> None:
-    from tracking.store import ensure_experiment
+    from tracking.store.connect import ensure_experiment
 
     ensure_experiment("empty")
     (tmp_path / "a-file").write_text("")
@@ -310,7 +310,7 @@ def test_mlproject_compare_and_study_entries_match_their_commands() -> None:
 
 def test_a_fair_study_sets_each_model_tuned_against_its_recipe(mlflow_uri: str,
                                                              tmp_path: Path) -> None:
-    from tracking.store import ensure_experiment
+    from tracking.store.connect import ensure_experiment
 
     for model, recipe, tuned in (("a", 0.90, 0.95), ("b", 0.85, 0.85)):
         log_fake_training_run("fair", model, 1, recipe, tags={"study_variant": "recipe"})

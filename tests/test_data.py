@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tracking.data import DataError, data_digest, load_dataset, load_folder, read_idx
-from tracking.image_cache import CACHE_ENV
-from tracking.splits import SplitError, Splits, kept_rows
+from tracking.data.dataset import DataError, data_digest, load_dataset, load_folder, read_idx
+from tracking.data.image_cache import CACHE_ENV
+from tracking.data.splits import SplitError, Splits, kept_rows
 
 
 def write_idx(path: Path, array: np.ndarray) -> None:
@@ -83,7 +83,7 @@ def test_idx_reader_rejects_truncated_file(tmp_path: Path) -> None:
 
 
 def test_fashion_missing_everywhere_names_the_places(tmp_path: Path, monkeypatch) -> None:
-    import tracking.data as data
+    import tracking.data.dataset as data
 
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
     monkeypatch.setattr(data, "DEBIAN_FASHION_DIR", str(tmp_path / "no_debian"))
@@ -328,7 +328,7 @@ def load_for_test(config, in_memory: bool):
 
 @pytest.mark.slow
 def test_data_benchmark_measures_first_and_cached_loads(tmp_path: Path, monkeypatch) -> None:
-    from tracking.bench_data import main as bench_main
+    from tracking.benchmarks.data_loading import main as bench_main
 
     monkeypatch.chdir(tmp_path)
     assert bench_main(["--cases", "photos", "--photos", "16", "--megapixels", "0.3",

@@ -43,8 +43,8 @@ def replay_interrupted_run(experiment: str) -> str:
 
 
 def test_a_run_interrupted_by_the_earlier_version_resumes(mlflow_uri: str) -> None:
-    from tracking.checkpoints import resume_config
     from tracking.train import train
+    from tracking.training.checkpoints import resume_config
 
     run_id = replay_interrupted_run("earlier")
     config = resume_config(run_id)
@@ -61,7 +61,7 @@ def test_a_run_interrupted_by_the_earlier_version_resumes(mlflow_uri: str) -> No
 
 def test_a_model_logged_by_the_earlier_version_loads_and_predicts_the_same(
         tmp_path: Path) -> None:
-    from tracking.serving import load_logged_classifier
+    from tracking.serving.pyfunc import load_logged_classifier
 
     with tarfile.open(FIXTURE / "logged_model.tar") as archive:
         archive.extractall(tmp_path, filter="data")

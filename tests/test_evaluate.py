@@ -19,9 +19,13 @@ from test_ui import visible_text
 
 from tracking import compare, predict
 from tracking.config import Config
-from tracking.data import Dataset
-from tracking.evaluate import evaluation_from_probabilities, evaluation_metrics, log_evaluation
-from tracking.outcomes import (
+from tracking.data.dataset import Dataset
+from tracking.evaluation.evaluate import (
+    evaluation_from_probabilities,
+    evaluation_metrics,
+    log_evaluation,
+)
+from tracking.evaluation.outcomes import (
     PREDICTIONS_FILE,
     PredictionsError,
     mistakes_gallery_figure,
@@ -29,14 +33,14 @@ from tracking.outcomes import (
     read_predictions,
     worst_mistakes,
 )
-from tracking.provenance import (
+from tracking.train import train
+from tracking.training.provenance import (
     log_git_diff,
     log_provenance,
     read_class_names,
     run_tags,
     source_state,
 )
-from tracking.train import train
 
 # Seven test images, three classes; every confidence sits inside one of the 15 bins (none on
 # an edge), and images 0 and 6 share the bin (0.667, 0.733].

@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 from tracking import predict
-from tracking.data import load_dataset
-from tracking.images import read_image
+from tracking.data.dataset import load_dataset
+from tracking.data.images import read_image
 
 ORIENTATION = 0x0112  # the EXIF tag
 

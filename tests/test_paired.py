@@ -8,9 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tracking.groups import ModelGroup, RunSummary
-from tracking.outcomes import predictions_frame
-from tracking.paired import (
+from tracking.comparison.groups import ModelGroup, RunSummary
+from tracking.comparison.paired import (
     BOOTSTRAP_REPLICATES,
     PairingError,
     bootstrap_difference,
@@ -20,7 +19,8 @@ from tracking.paired import (
     mcnemar_test,
     seeds_needed,
 )
-from tracking.verdicts import dominators, judge_pair, needed_text, paired_verdicts
+from tracking.comparison.verdicts import dominators, judge_pair, needed_text, paired_verdicts
+from tracking.evaluation.outcomes import predictions_frame
 
 N = 100  # test images of the constructed split
 LABELS = np.arange(N) % 10

@@ -8,10 +8,10 @@ import mlflow
 import numpy as np
 import pytest
 
-from tracking.outcomes import log_outcomes
+from tracking.evaluation.outcomes import log_outcomes
 from tracking.promote import CHALLENGER, CHAMPION, PromoteError, main, promote
-from tracking.serving import log_classifier
-from tracking.store import ensure_experiment
+from tracking.serving.pyfunc import log_classifier
+from tracking.store.connect import ensure_experiment
 
 N = 100
 LABELS = np.arange(N) % 10

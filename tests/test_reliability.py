@@ -317,9 +317,9 @@ def test_resume_uses_the_values_the_run_used_not_todays_recipe(
     from dataclasses import replace
 
     from models import MODELS, options
-    from tracking.checkpoints import config_from_params
     from tracking.config import Config
     from tracking.train import train
+    from tracking.training.checkpoints import config_from_params
 
     spec = MODELS["concat_cnn"]
     ran = replace(spec.recipe, epochs=2, batch_size=32, shift=0.05)
@@ -344,9 +344,9 @@ def test_a_resumed_run_is_the_run_it_continues(mlflow_uri: str) -> None:
     straight through: same batches, dropout masks, random shifts, optimizer step and schedule."""
     import keras
 
-    from tracking.checkpoints import resume_config
     from tracking.config import Config
     from tracking.train import train
+    from tracking.training.checkpoints import resume_config
 
     class InterruptAfter(keras.callbacks.Callback):
         def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
@@ -374,9 +374,9 @@ def test_an_epoch_logged_before_its_checkpoint_arrived_is_logged_once(mlflow_uri
     import keras
     from mlflow.entities import Metric
 
-    from tracking.checkpoints import resume_config
     from tracking.config import Config
     from tracking.train import train
+    from tracking.training.checkpoints import resume_config
 
     class InterruptAfter(keras.callbacks.Callback):
         def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
@@ -410,10 +410,10 @@ def test_stopped_while_logging_the_model_then_resumed_logs_each_result_once(
     the interrupted model FAILED."""
     import keras
 
-    import tracking.finish
-    from tracking.checkpoints import resume_config
+    import tracking.training.finish
     from tracking.config import Config
     from tracking.train import train
+    from tracking.training.checkpoints import resume_config
 
     def stopped_while_logging(model, sample, **kwargs):
         run_id = mlflow.active_run().info.run_id
@@ -423,7 +423,7 @@ def test_stopped_while_logging_the_model_then_resumed_logs_each_result_once(
     config = Config(model="concat_cnn", limit=120, epochs=2, patience=10, batch_size=32,
                     experiment="faults")
     with monkeypatch.context() as patch:
-        patch.setattr(tracking.finish, "log_classifier", stopped_while_logging)
+        patch.setattr(tracking.training.finish, "log_classifier", stopped_while_logging)
         with pytest.raises(KeyboardInterrupt):
             train(config)
     run_id = mlflow.last_active_run().info.run_id
@@ -447,9 +447,9 @@ def test_a_checkpoint_of_the_earlier_format_still_resumes(mlflow_uri: str, tmp_p
 
     import keras
 
-    from tracking.checkpoints import resume_config
     from tracking.config import Config
     from tracking.train import train
+    from tracking.training.checkpoints import resume_config
 
     class InterruptAfterFirst(keras.callbacks.Callback):
         def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
@@ -463,7 +463,7 @@ def test_a_checkpoint_of_the_earlier_format_still_resumes(mlflow_uri: str, tmp_p
     client = mlflow.MlflowClient()
     state = json.loads(Path(client.download_artifacts(
         run_id, "checkpoints/epoch-0001/state.json", str(tmp_path))).read_text())
-    from tracking.checkpoints import _artifact_repo
+    from tracking.training.checkpoints import _artifact_repo
 
     _artifact_repo(run_id).delete_artifacts("checkpoints")
     state.pop("seeds")  # the earlier format kept no random generator states

@@ -16,7 +16,7 @@ from processes import free_port, mlflow_cli, running
 
 from tracking import predict
 from tracking.config import Config
-from tracking.data import load_dataset, to_rgb_size
+from tracking.data.dataset import load_dataset, to_rgb_size
 
 
 @pytest.fixture(scope="module")

@@ -142,7 +142,7 @@ def fair_study(tmp_path: Path, models: str, budget: str, seeds: str) -> tuple:
 
 def test_fair_study_tunes_then_scores_new_seeds_on_one_split(mlflow_uri: str,
                                                              tmp_path: Path) -> None:
-    from tracking.outcomes import read_predictions
+    from tracking.evaluation.outcomes import read_predictions
 
     parent, children, md = fair_study(tmp_path, "concat_cnn", "1x1", "1")
     params = parent.data.params

@@ -18,7 +18,7 @@ import requests
 from processes import free_port, mlflow_server, postgres_server, postgres_unavailable, running
 
 from tracking.config import Config
-from tracking.store import check_tracking_uri
+from tracking.store.connect import check_tracking_uri
 
 
 @pytest.mark.postgres

@@ -12,10 +12,10 @@ import pytest
 import yaml
 
 from tracking.config import Config, field_names
-from tracking.evaluate import read_confusion_csv
-from tracking.outcomes import read_predictions
-from tracking.provenance import read_class_names
+from tracking.evaluation.evaluate import read_confusion_csv
+from tracking.evaluation.outcomes import read_predictions
 from tracking.train import main, train
+from tracking.training.provenance import read_class_names
 
 TINY = dict(model="concat_cnn", dataset="digits", epochs=2, batch_size=32, limit=300,
             experiment="tiny")
@@ -109,7 +109,7 @@ def test_train_logs_everything_and_model_reloads(mlflow_uri: str,
     # the logged model predicts the same classes through pyfunc as in process
     pyfunc = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
     x = results["evaluation"].probabilities
-    from tracking.data import load_dataset
+    from tracking.data.dataset import load_dataset
 
     data = load_dataset("digits", limit=300)
     predicted = np.asarray(pyfunc.predict(data.x_test.astype(np.float64))).argmax(axis=1)

@@ -22,7 +22,7 @@ from typing import Any, NoReturn
 import mlflow
 
 from tracking.errors import UsageError
-from tracking.store import TrackingServerError, check_tracking_uri
+from tracking.store.connect import TrackingServerError, check_tracking_uri
 
 
 def unquote(text: str) -> str:

@@ -16,7 +16,7 @@ The report (--output, default outputs/comparison): `comparison.md` with a table 
 (test accuracy, macro F1, best epoch / epochs run, training time, images per second, size,
 the runs by id), the ranking with a verdict on each gap (does it exceed the run-to-run
 spread?), every pair of models judged on the same test images (McNemar's exact test or a
-paired bootstrap, Holm's correction: tracking.paired), in a fair study each model at its
+paired bootstrap, Holm's correction: tracking.comparison.paired), in a fair study each model at its
 recipe against it tuned, accuracy against parameters, training seconds and inference latency
 (measured here, --no-latency to skip) with the dominated models marked, the calibration and
 ranking metrics side by side (ROC AUC, average precision, top-k accuracy, ECE, Brier score),
@@ -45,10 +45,7 @@ from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 
 from tracking.cli import bad_input_exits, output_folder, unquote
-from tracking.config import Config
-from tracking.errors import UsageError
-from tracking.evaluate import read_confusion_csv
-from tracking.groups import (
+from tracking.comparison.groups import (
     QUALITY_METRICS,
     VARIANT_TAG,
     ModelGroup,
@@ -57,13 +54,16 @@ from tracking.groups import (
     group_runs,
     ranked_and_recipes,
 )
-from tracking.latency import run_latency
-from tracking.outcomes import PredictionsError, read_mistake_images, read_predictions
-from tracking.provenance import read_class_names
-from tracking.report import TUNED_METRIC, render_markdown, write_figures
-from tracking.run import launched_experiment, tracked_run
-from tracking.ui import UI_URL_ENV, publish_runs_view, runs_table_url, ui_base_url
-from tracking.verdicts import PairVerdict, paired_verdicts
+from tracking.comparison.latency import run_latency
+from tracking.comparison.report import TUNED_METRIC, render_markdown, write_figures
+from tracking.comparison.verdicts import PairVerdict, paired_verdicts
+from tracking.config import Config
+from tracking.errors import UsageError
+from tracking.evaluation.evaluate import read_confusion_csv
+from tracking.evaluation.outcomes import PredictionsError, read_mistake_images, read_predictions
+from tracking.store.lifecycle import launched_experiment, tracked_run
+from tracking.store.ui import UI_URL_ENV, publish_runs_view, runs_table_url, ui_base_url
+from tracking.training.provenance import read_class_names
 
 RUN_KIND_TAG = "run_kind"  # comparison / study runs carry it; training runs do not
 SKIPPED_KINDS = ("comparison", "study", "tuning")
@@ -242,7 +242,7 @@ def build_report(
     ui_base: str | None = None, latency: bool = True,
 ) -> Report:
     """Select, read and judge the runs; write comparison.md and the figures into `output`.
-    With `latency`, each ranked model's inference latency is measured here (tracking.latency,
+    With `latency`, each ranked model's inference latency is measured here (tracking.comparison.latency,
     from its first run's logged model).
 
     Raises CompareError when no finished training run matches.

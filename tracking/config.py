@@ -18,7 +18,7 @@ import keras
 
 from models import MODELS, Recipe
 from tracking.cli import unquote
-from tracking.data import LOADERS
+from tracking.data.dataset import LOADERS
 from tracking.errors import UsageError
 from tracking.precision import PRECISIONS, resolve_precision
 
@@ -39,7 +39,7 @@ class ConfigError(UsageError):
 @dataclass(frozen=True)
 class Config:
     model: str = "vgg19"  # registry key in models.MODELS
-    dataset: str = "digits"  # key in tracking.data.LOADERS
+    dataset: str = "digits"  # key in tracking.data.dataset.LOADERS
     data_dir: str = ""  # folder data, or where Fashion-MNIST's IDX files are ("" = defaults)
     epochs: int | None = None  # upper bound; early stopping may end sooner (None = recipe)
     batch_size: int | None = None  # None = recipe

@@ -4,7 +4,7 @@
     python -m tracking.predict --model-uri models:/resnet50-tuned/1 image.png
 
 Prints one line per image: path, predicted class name, its probability. Each image is read
-by `tracking.images.read_image` at the run's `image_size` param, the function that reads a
+by `tracking.data.images.read_image` at the run's `image_size` param, the function that reads a
 folder data set for training (EXIF orientation, 8-bit RGB, bilinear resize), then the batch
 goes to the logged model (`mlflow.pyfunc`), which scales it itself and returns probabilities.
 Class names come from the logged model's metadata (or the run's `class_names.json`), exactly
@@ -32,9 +32,9 @@ import numpy as np
 from mlflow.exceptions import MlflowException
 
 from tracking.cli import bad_input_exits, number, unquote
+from tracking.data.images import read_image
 from tracking.errors import UsageError
-from tracking.images import read_image
-from tracking.provenance import read_class_names
+from tracking.training.provenance import read_class_names
 
 
 class PredictError(UsageError):
@@ -62,7 +62,7 @@ class ModelSource:
 
 def read_images(paths: Sequence[str | Path], image_size: int) -> np.ndarray:
     """uint8 (N, image_size, image_size, 3), each file read as training reads it
-    (`tracking.images.read_image`). Raises PredictError naming a missing or unreadable file."""
+    (`tracking.data.images.read_image`). Raises PredictError naming a missing or unreadable file."""
     images = np.empty((len(paths), image_size, image_size, 3), np.uint8)
     for i, path in enumerate(paths):
         if not Path(path).is_file():

@@ -10,7 +10,7 @@ version's run and the runs listed in its `seed_runs` tag. Both sides' per-image 
 predictions (`predictions.json`) must be on one test split (the same `test_digest`):
 different splits are refused with exit status 2, before anything is registered.
 
-The test (`tracking.paired`): McNemar's exact test for one run on each side, else the paired
+The test (`tracking.comparison.paired`): McNemar's exact test for one run on each side, else the paired
 bootstrap over runs and images; the 95% interval is the bootstrap's. The candidate takes
 `champion` only when the p-value (Holm's correction over this one comparison leaves it as it
 is) is below 0.05 and the interval of candidate minus champion lies above zero; otherwise it
@@ -35,9 +35,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
 from tracking.cli import bad_input_exits, unquote
-from tracking.errors import UsageError
-from tracking.outcomes import PredictionsError, probabilities_of, read_predictions
-from tracking.paired import (
+from tracking.comparison.paired import (
     ALPHA,
     PairedResult,
     PairingError,
@@ -45,7 +43,9 @@ from tracking.paired import (
     correctness,
     paired_difference,
 )
-from tracking.serving import MODEL_NAME
+from tracking.errors import UsageError
+from tracking.evaluation.outcomes import PredictionsError, probabilities_of, read_predictions
+from tracking.serving.pyfunc import MODEL_NAME
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 SEED_RUNS_TAG = "seed_runs"  # on a version: every run judged with it (comma-joined ids)
@@ -121,7 +121,7 @@ def register(run_id: str, name: str, tags: dict[str, str]) -> ModelVersion:
 
 
 def judge(candidate: list, champion: list) -> PairedResult:
-    """Candidate minus champion on one split (tracking.paired)."""
+    """Candidate minus champion on one split (tracking.comparison.paired)."""
     try:
         a, b = correctness(candidate), correctness(champion)
     except PairingError as err:
@@ -131,7 +131,7 @@ def judge(candidate: list, champion: list) -> PairedResult:
 
 def first_verdict(frame: pd.DataFrame) -> tuple[str, str]:
     """(alias, reason) of a candidate with no champion to beat: champion when its run is
-    better than chance on the test split (`tracking.paired.chance_p_value` at ALPHA)."""
+    better than chance on the test split (`tracking.comparison.paired.chance_p_value` at ALPHA)."""
     right = int((frame["predicted_label"] == frame["true_label"]).sum())
     classes = len(probabilities_of(frame)[0])
     p = chance_p_value(right, len(frame), classes)

@@ -11,7 +11,7 @@ than --older-than minutes. With
 `python -m tracking.train --resume RUN_ID`.
 
 `upload` sends a run that finished while the tracking server was away (see
-`tracking.offline`): its unsent metrics, evaluation, figures and model.
+`tracking.training.offline`): its unsent metrics, evaluation, figures and model.
 """
 
 from __future__ import annotations
@@ -27,10 +27,10 @@ from pathlib import Path
 
 import mlflow
 
-from tracking.callbacks import HEARTBEAT_TAG
 from tracking.cli import bad_input_exits
-from tracking.offline import AlreadyUploaded, upload_offline
-from tracking.provenance import process_alive
+from tracking.training.callbacks import HEARTBEAT_TAG
+from tracking.training.offline import AlreadyUploaded, upload_offline
+from tracking.training.provenance import process_alive
 
 
 def stale_runs(experiment_ids: Sequence[str], older_than_s: float) -> list[tuple[str, str]]:

@@ -3,8 +3,8 @@
     python -m tracking.server check [--uri URI]        # exit 2, naming the URI, if unreachable
     python -m tracking.server ui [--experiment NAME] [--ui-url URL]   # the runs table's address
 
-`check` is `tracking.store.check_tracking_uri` on its own; `ui` publishes the key-metrics view
-(`tracking.ui`) on the experiment (default: the one holding the newest training run, wherever
+`check` is `tracking.store.connect.check_tracking_uri` on its own; `ui` publishes the key-metrics view
+(`tracking.store.ui`) on the experiment (default: the one holding the newest training run, wherever
 it is) and prints the address that opens it.
 """
 
@@ -19,8 +19,13 @@ from mlflow.entities import Experiment
 
 from tracking.cli import number, unquote
 from tracking.compare import is_training_run, search_finished
-from tracking.store import CHECK_TIMEOUT_SECONDS, TrackingServerError, check_tracking_uri, masked
-from tracking.ui import UI_URL_ENV, publish_runs_view, runs_table_url
+from tracking.store.connect import (
+    CHECK_TIMEOUT_SECONDS,
+    TrackingServerError,
+    check_tracking_uri,
+    masked,
+)
+from tracking.store.ui import UI_URL_ENV, publish_runs_view, runs_table_url
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -42,7 +42,6 @@ import mlflow
 import numpy as np
 
 from models import MODELS
-from tracking.callbacks import StopRun
 from tracking.cli import (
     auto_or_number,
     bad_input_exits,
@@ -54,15 +53,16 @@ from tracking.cli import (
     unquote,
 )
 from tracking.compare import RUN_KIND_TAG, CompareError, Report, build_report, log_report
+from tracking.comparison.groups import RECIPE, TUNED, VARIANT_TAG
 from tracking.config import Config, ConfigError, param_text
-from tracking.data import Dataset, load_for
-from tracking.groups import RECIPE, TUNED, VARIANT_TAG
+from tracking.data.dataset import Dataset, load_for
 from tracking.promote import PromoteError, format_promotion, promote
-from tracking.provenance import log_params_once
-from tracking.run import launched_experiment, tracked_run
-from tracking.store import ensure_experiment
+from tracking.store.connect import ensure_experiment
+from tracking.store.lifecycle import launched_experiment, tracked_run
+from tracking.store.ui import publish_runs_view, runs_table_url
 from tracking.train import train
-from tracking.ui import publish_runs_view, runs_table_url
+from tracking.training.callbacks import StopRun
+from tracking.training.provenance import log_params_once
 from tuning.space import trial_config
 from tuning.study import PRUNERS, TuneConfig
 from tuning.study import run_study as run_tuning_study
@@ -75,7 +75,7 @@ FAIR_OUTPUT = os.path.join("outputs", "fair_study")  # --tune-budget: not over a
 
 @dataclass(frozen=True)
 class StudyConfig:
-    dataset: str = "digits"  # key in tracking.data.LOADERS
+    dataset: str = "digits"  # key in tracking.data.dataset.LOADERS
     data_dir: str = ""  # folder data, or where Fashion-MNIST's IDX files are
     models: tuple[str, ...] = DEFAULT_MODELS  # trained in this order for every seed
     seeds: int = 3  # runs per model, seeds 0..seeds-1: the error bars

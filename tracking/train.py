@@ -23,25 +23,6 @@ import keras
 import mlflow
 
 from models import MODELS
-from tracking.batches import EpochBatches, full_batches
-from tracking.callbacks import (
-    Checkpointer,
-    EpochHistory,
-    EpochTimer,
-    LearningRateMetric,
-    MlflowMetrics,
-    NanGuard,
-    StopRun,
-    Validation,
-    best_epoch_of,
-)
-from tracking.checkpoints import (
-    CheckpointStore,
-    StartPoint,
-    resume_config,
-    resume_point,
-)
-from tracking.classifier import build_classifier, compile_classifier, distribution
 from tracking.cli import (
     auto_or_number,
     bad_input_exits,
@@ -52,15 +33,34 @@ from tracking.cli import (
     unquote,
 )
 from tracking.config import Config
-from tracking.data import LOADERS, Dataset, load_for
-from tracking.determinism import enable_determinism
-from tracking.finish import finish_run
-from tracking.offline import TrackingOffline, keep_offline_if_unreachable
+from tracking.data.batches import EpochBatches, full_batches
+from tracking.data.dataset import LOADERS, Dataset, load_for
 from tracking.precision import PRECISIONS
-from tracking.provenance import log_provenance, run_tags
-from tracking.run import launched_experiment, tracked_run
-from tracking.store import ensure_experiment
-from tracking.ui import run_url
+from tracking.store.connect import ensure_experiment
+from tracking.store.lifecycle import launched_experiment, tracked_run
+from tracking.store.ui import run_url
+from tracking.training.callbacks import (
+    Checkpointer,
+    EpochHistory,
+    EpochTimer,
+    LearningRateMetric,
+    MlflowMetrics,
+    NanGuard,
+    StopRun,
+    Validation,
+    best_epoch_of,
+)
+from tracking.training.checkpoints import (
+    CheckpointStore,
+    StartPoint,
+    resume_config,
+    resume_point,
+)
+from tracking.training.classifier import build_classifier, compile_classifier, distribution
+from tracking.training.determinism import enable_determinism
+from tracking.training.finish import finish_run
+from tracking.training.offline import TrackingOffline, keep_offline_if_unreachable
+from tracking.training.provenance import log_provenance, run_tags
 
 RESUME_COMMAND = "python -m tracking.train --resume {run_id}"
 
@@ -89,7 +89,7 @@ def train(
     `data` defaults to `load_for(config)`; `callbacks` are extra Keras callbacks (e.g. a
     pruner), run after the suite's own; `tags` are set on the run. `resume_run_id` continues
     that run from its last checkpoint (`config` should then be `resume_config(run_id)`).
-    Returns what `tracking.finish.finish_run` returns, with `timings` of each phase.
+    Returns what `tracking.training.finish.finish_run` returns, with `timings` of each phase.
     A `StopRun` raised by a callback ends the run with its status and is re-raised; Ctrl-C or
     SIGTERM end it KILLED, resumable; a lost tracking server raises TrackingOffline.
     """

@@ -9,10 +9,10 @@ from collections.abc import Sequence
 
 from models import MODELS
 from tracking.cli import bad_input_exits, interrupt_status, number, sigterm_as_interrupt
-from tracking.data import LOADERS, load_for
+from tracking.data.dataset import LOADERS, load_for
 from tracking.precision import PRECISIONS
-from tracking.run import launched_experiment
-from tracking.store import ensure_experiment
+from tracking.store.connect import ensure_experiment
+from tracking.store.lifecycle import launched_experiment
 from tuning.report import format_summary
 from tuning.storage import StorageUnavailable, check_storage
 from tuning.study import TuneConfig, check_resume, create_study_only, run_study

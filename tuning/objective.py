@@ -20,10 +20,10 @@ import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
-from tracking.callbacks import StopRun
 from tracking.config import Config
-from tracking.data import Dataset
+from tracking.data.dataset import Dataset
 from tracking.train import train
+from tracking.training.callbacks import StopRun
 from tuning.report import (
     BASELINE_ATTR,
     BUDGET_ATTRS,

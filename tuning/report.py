@@ -6,7 +6,7 @@ spent (`trial_epochs`, `trial_seconds`: epochs trained and wall seconds over eve
 seed), `trials.csv`,
 Optuna's optimisation plots, `best_*` params, `best_val_accuracy`, the tuned model's test
 evaluation (`tuned_test_*`, with every figure and table a training run's evaluation logs,
-and `class_names.json`: `tracking.evaluate.log_evaluation`) and the baseline's metrics
+and `class_names.json`: `tracking.evaluation.evaluate.log_evaluation`) and the baseline's metrics
 (`baseline_test_*`); the best trial's model registered as `<model>-tuned` (a new version
 only when the best trial changed). Without the final test (`final_test=False`, the fair
 study: its final runs alone see the test split) the study is reported on validation only and
@@ -26,11 +26,11 @@ from mlflow.entities.model_registry import ModelVersion
 from optuna.trial import FrozenTrial, TrialState
 from optuna.visualization import matplotlib as vis
 
-from tracking.data import Dataset, data_digest
-from tracking.evaluate import Evaluation, evaluate, evaluation_metrics, log_evaluation
-from tracking.paired import chance_p_value
-from tracking.provenance import log_class_names
-from tracking.serving import load_logged_classifier
+from tracking.comparison.paired import chance_p_value
+from tracking.data.dataset import Dataset, data_digest
+from tracking.evaluation.evaluate import Evaluation, evaluate, evaluation_metrics, log_evaluation
+from tracking.serving.pyfunc import load_logged_classifier
+from tracking.training.provenance import log_class_names
 from tuning.storage import RUN_ID_ATTR
 
 OBJECTIVE_METRIC = "val_accuracy"  # maximised; the pruning callback reports the same key per epoch

@@ -24,7 +24,7 @@ from optuna.distributions import (
 from models import MODELS
 from tracking.config import Config
 from tracking.errors import UsageError
-from tracking.store import masked
+from tracking.store.connect import masked
 
 if TYPE_CHECKING:  # tuning.study imports this module
     from tuning.study import TuneConfig

@@ -53,7 +53,7 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
 from tracking.errors import UsageError
-from tracking.store import database_error, masked
+from tracking.store.connect import database_error, masked
 
 MAX_RETRIES = 2  # a dead worker's trial is run again at most this often
 CONNECT_TIMEOUT_SECONDS = 3  # an unreachable database server is reported after this long

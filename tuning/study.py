@@ -13,7 +13,7 @@ with the per-epoch mean across the K seeds (the earlier seeds' values at that ep
 their histories), so one lucky seed neither picks the winner nor saves a trial.
 
 Each trial is `tracking.train.train` (the same code as a normal run) in an MLflow run nested
-under one parent run per worker process (`tracking.run.tracked_run`), tagged `study_name`,
+under one parent run per worker process (`tracking.store.lifecycle.tracked_run`), tagged `study_name`,
 `trial_number` and `trial_state`; a pruned trial's run ends KILLED. The sampler is a seeded TPE
 (`seed` plus the trials already in the study, so a resumed study or a second worker does not
 replay proposals); the pruner (`pruner`) Optuna's MedianPruner on the per-epoch validation
@@ -42,13 +42,13 @@ import optuna
 from optuna.trial import TrialState
 from tqdm import tqdm
 
-from tracking.callbacks import StopRun
 from tracking.compare import RUN_KIND_TAG
 from tracking.config import Config
-from tracking.data import Dataset, load_for
-from tracking.provenance import log_params_once
-from tracking.run import launched_experiment, tracked_run
-from tracking.store import ensure_experiment, masked
+from tracking.data.dataset import Dataset, load_for
+from tracking.store.connect import ensure_experiment, masked
+from tracking.store.lifecycle import launched_experiment, tracked_run
+from tracking.training.callbacks import StopRun
+from tracking.training.provenance import log_params_once
 from tuning.objective import (
     INTERRUPTED_ATTR,
     objective,
@@ -90,7 +90,7 @@ TUNING_KIND = "tuning"  # run_kind tag of a study's parent run (tracking.compare
 @dataclass(frozen=True)
 class TuneConfig:
     model: str = "resnet50"  # registry key in models.MODELS
-    dataset: str = "digits"  # key in tracking.data.LOADERS
+    dataset: str = "digits"  # key in tracking.data.dataset.LOADERS
     data_dir: str = ""  # folder data, or where Fashion-MNIST's IDX files are
     n_trials: int = 20  # total trials of the study (complete + pruned), over all workers
     timeout: float = 0.0  # seconds after which this worker starts no new trial (0 = none)

@@ -36,7 +36,7 @@ from matplotlib.figure import Figure
 from mlflow.exceptions import MlflowException
 
 from tracking.errors import UsageError
-from tracking.plots import image_gallery_figure
+from tracking.evaluation.plots import image_gallery_figure
 
 PREDICTIONS_FILE = "predictions.json"
 MISTAKES_FILE = "misclassified_images.npz"

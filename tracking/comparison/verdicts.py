@@ -1,6 +1,6 @@
 """Verdicts on a comparison: is a gap between two models larger than their seed-to-seed
 spread, is every pair of models separated on the same test images (paired tests, Holm's
-correction: `tracking.paired`), which models no other beats on both accuracy and a cost
+correction: `tracking.comparison.paired`), which models no other beats on both accuracy and a cost
 (Pareto), which classes does each model get wrong, and which test images do all of them get
 wrong. Statistics from SciPy and statsmodels."""
 
@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-from tracking.groups import ModelGroup, RunSummary
-from tracking.outcomes import probabilities_of
-from tracking.paired import ALPHA, PairedResult, correctness, holm, paired_difference
+from tracking.comparison.groups import ModelGroup, RunSummary
+from tracking.comparison.paired import ALPHA, PairedResult, correctness, holm, paired_difference
+from tracking.evaluation.outcomes import probabilities_of
 
 TOP_CLASSES = 3  # classes named per model in the per-class view
 
@@ -102,7 +102,7 @@ def shared_split(a: ModelGroup, b: ModelGroup
 
 
 def judge_pair(a: ModelGroup, b: ModelGroup) -> PairVerdict:
-    """The paired test of a against b (tracking.paired), uncorrected."""
+    """The paired test of a against b (tracking.comparison.paired), uncorrected."""
     found = shared_split(a, b)
     if found is None:
         return PairVerdict(a, b, None)

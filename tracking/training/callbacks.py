@@ -5,7 +5,7 @@
     EpochTimer          epoch_seconds and train_images_per_second (the epoch minus val_seconds)
     EpochHistory        every epoch's logs, continuing a resumed run's
     ResumableEarlyStopping   Keras's EarlyStopping on val_loss, restartable from a checkpoint
-    Checkpointer        best weights and a resumable checkpoint (tracking.checkpoints)
+    Checkpointer        best weights and a resumable checkpoint (tracking.training.checkpoints)
     MlflowMetrics       the epoch's metrics to MLflow (step = epoch, from 1), buffered offline
     NanGuard            a non-finite loss ends the run FAILED (NonFiniteLoss)
 
@@ -26,12 +26,12 @@ import mlflow
 import numpy as np
 from mlflow.entities import Metric, RunTag
 
-from tracking.batches import Padded
-from tracking.classifier import seed_states
-from tracking.evaluate import crossentropy
+from tracking.data.batches import Padded
+from tracking.evaluation.evaluate import crossentropy
+from tracking.training.classifier import seed_states
 
-if TYPE_CHECKING:  # tracking.checkpoints imports this module (its StartPoint makes stoppers)
-    from tracking.checkpoints import CheckpointStore
+if TYPE_CHECKING:  # tracking.training.checkpoints imports this module (its StartPoint makes stoppers)
+    from tracking.training.checkpoints import CheckpointStore
 
 HEARTBEAT_TAG = "heartbeat"  # unix seconds of the last completed epoch; see tracking.runs
 VAL_SECONDS = "val_seconds"  # logs key: seconds of this epoch's validation pass
@@ -59,7 +59,7 @@ class Validation(keras.callbacks.Callback):
 
     It replaces `fit(validation_data=...)`, whose ragged last batch compiles the evaluation
     step twice, and shares its compiled predict step with the test evaluation (see
-    tracking.batches). Place it first: the callbacks after it read what it adds to `logs`.
+    tracking.data.batches). Place it first: the callbacks after it read what it adds to `logs`.
     """
 
     def __init__(self, x: np.ndarray, y: np.ndarray) -> None:

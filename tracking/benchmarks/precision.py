@@ -2,7 +2,7 @@
 the tracked loop. Not a test: it prints the table docs/benchmarks.md keeps, from which
 `ModelSpec.faster_precision` (what `--precision auto` picks) is set.
 
-    python -m tracking.bench_precision [--models vgg19,resnet50] [--seeds 0,1,2]
+    python -m tracking.benchmarks.precision [--models vgg19,resnet50] [--seeds 0,1,2]
         [--precisions float32,mixed_bfloat16] [--dataset digits] [--epochs 0] [--limit 0]
 
 Every (model, seed) trains once per precision with `tracking.train.train`, the precisions
@@ -127,7 +127,7 @@ def markdown(table: Sequence[dict[str, Any]]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m tracking.bench_precision",
+        prog="python -m tracking.benchmarks.precision",
         description="Training speed and test accuracy per model and precision, interleaved "
                     "over seeds, through the tracked loop.")
     parser.add_argument("--models", default="vgg19", help="comma-separated registry names")

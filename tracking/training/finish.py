@@ -1,6 +1,6 @@
 """After training: the summary metrics, the training curves, the test evaluation and the
 logged model, for the active run. Training calls it, and so does the upload of a run that
-finished while the tracking server was away (`tracking.offline`).
+finished while the tracking server was away (`tracking.training.offline`).
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ import matplotlib.pyplot as plt
 import mlflow
 
 from tracking.config import Config
-from tracking.data import Dataset, data_digest
-from tracking.evaluate import evaluate, log_evaluation
-from tracking.plots import training_curves_figure
-from tracking.serving import MODEL_NAME, fail_pending_models, log_classifier
+from tracking.data.dataset import Dataset, data_digest
+from tracking.evaluation.evaluate import evaluate, log_evaluation
+from tracking.evaluation.plots import training_curves_figure
+from tracking.serving.pyfunc import MODEL_NAME, fail_pending_models, log_classifier
 
 
 def finish_run(model: keras.Model, config: Config, data: Dataset,
@@ -27,7 +27,7 @@ def finish_run(model: keras.Model, config: Config, data: Dataset,
     `epochs` is the per-epoch history (one dict of metrics per epoch), `best_epoch` the 1-based
     epoch whose weights `model` holds. Logs `best_epoch`, `epochs_run`, `train_seconds`,
     `best_val_accuracy`, `training_curves.png`, the test evaluation (when
-    `config.evaluate_test`: `tracking.evaluate.log_evaluation`) and the model (uint8 images in,
+    `config.evaluate_test`: `tracking.evaluation.evaluate.log_evaluation`) and the model (uint8 images in,
     probabilities out; its metadata holds `class_names`, in label order). Returns
     run_id, config, best_epoch, epochs_run, val_accuracy and val_loss (at the best epoch),
     train_seconds, history ({metric: [per epoch]}), model_uri, logged_model_uri, timings

@@ -39,18 +39,18 @@ from mlflow.exceptions import MlflowException
 from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
 from models import MODELS, options
-from tracking.batches import full_batches
-from tracking.callbacks import ResumableEarlyStopping
-from tracking.classifier import (
+from tracking.cli import boolean, unquote
+from tracking.config import Config, ConfigError
+from tracking.data.batches import full_batches
+from tracking.data.dataset import DataError, Dataset
+from tracking.training.callbacks import ResumableEarlyStopping
+from tracking.training.classifier import (
     build_classifier,
     compile_classifier,
     load_classifier,
     restore_seed_states,
 )
-from tracking.cli import boolean, unquote
-from tracking.config import Config, ConfigError
-from tracking.data import DataError, Dataset
-from tracking.provenance import live_process
+from tracking.training.provenance import live_process
 
 ARTIFACT_DIR = "checkpoints"
 WEIGHTS_FILE = "weights.npz"  # model weights and optimizer variables (NumPy arrays)

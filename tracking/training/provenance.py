@@ -39,7 +39,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
 
 from tracking.config import Config, param_text, same_param
-from tracking.data import Dataset, data_digest
+from tracking.data.dataset import Dataset, data_digest
 
 try:
     import pynvml  # nvidia-ml-py: optional, only useful where an NVIDIA GPU exists

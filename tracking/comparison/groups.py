@@ -45,7 +45,7 @@ class RunSummary:
     confusion: np.ndarray | None
     curves: dict[str, list[float]] = field(default_factory=dict)
     quality: dict[str, float] = field(default_factory=dict)  # QUALITY_METRICS it logged
-    predictions: pd.DataFrame | None = None  # its predictions table (tracking.outcomes)
+    predictions: pd.DataFrame | None = None  # its predictions table (tracking.evaluation.outcomes)
     mistake_images: dict[int, np.ndarray] = field(default_factory=dict)  # test index -> image
     variant: str = ""  # its VARIANT_TAG: RECIPE or TUNED in a fair study, else ""
     best_val_accuracy: float | None = None  # validation accuracy of its restored epoch
@@ -60,7 +60,7 @@ class RunSummary:
 
 @dataclass
 class Latency:
-    """Inference cost of one model, measured in the report's process (tracking.latency)."""
+    """Inference cost of one model, measured in the report's process (tracking.comparison.latency)."""
 
     ms_per_image: float  # batch of 1: median wall milliseconds per call
     images_per_second: float  # at `batch` images per call

@@ -1,13 +1,13 @@
 """Data sets as uint8 image arrays with stratified, seeded splits.
 
-    from tracking.data import load_dataset
+    from tracking.data.dataset import load_dataset
     data = load_dataset("digits", image_size=32, seed=0)
     data.x_train.shape  # (N, 32, 32, 3), uint8
 
 Images are resized once, here, and stay uint8 until they reach the model (which scales
 them on the accelerator). Adding a data set is one loader and one line in `LOADERS`.
 A folder data set is listed here, subsampled (`limit`) by its file list, and read through the
-on-disk cache of `tracking.image_cache` (each file by `tracking.images.read_image`); splits
+on-disk cache of `tracking.data.image_cache` (each file by `tracking.data.images.read_image`); splits
 too large for memory stay memory-mapped files.
 """
 
@@ -26,10 +26,10 @@ import keras
 import numpy as np
 from sklearn.datasets import load_digits as sklearn_digits
 
+from tracking.data.image_cache import CachedImages, available_memory, cached_images, take
+from tracking.data.images import IMAGE_SUFFIXES, ImageFile, list_images, to_rgb_size
+from tracking.data.splits import Splits, kept_rows
 from tracking.errors import UsageError
-from tracking.image_cache import CachedImages, available_memory, cached_images, take
-from tracking.images import IMAGE_SUFFIXES, ImageFile, list_images, to_rgb_size
-from tracking.splits import Splits, kept_rows
 
 if TYPE_CHECKING:  # tracking.config imports this module (for LOADERS)
     from tracking.config import Config
@@ -83,7 +83,7 @@ class Dataset:
     """Train / validation / test splits of uint8 (N, S, S, 3) images with integer labels.
 
     The image arrays are np.ndarray, or for folder data too large for memory np.memmap files
-    (read a batch at a time by `tracking.batches`)."""
+    (read a batch at a time by `tracking.data.batches`)."""
 
     name: str
     class_names: tuple[str, ...]
@@ -189,7 +189,7 @@ def load_cifar10(data_dir: str | None = None) -> RawData:
 
 def load_folder(data_dir: str | None = None) -> RawData:
     """Images in `data_dir/<class name>/**/*.png|jpg|...`, the layout of
-    `keras.utils.image_dataset_from_directory`: listed here (see `tracking.images.list_images`
+    `keras.utils.image_dataset_from_directory`: listed here (see `tracking.data.images.list_images`
     for what counts), read by `load_dataset` once it knows which files it keeps.
     """
     if not data_dir:

@@ -1,4 +1,4 @@
-"""The decoded-image cache: a folder's images read once with `tracking.images.read_image`,
+"""The decoded-image cache: a folder's images read once with `tracking.data.images.read_image`,
 kept on disk as one uint8 .npy array that later runs read instead of decoding again.
 
     cached = cached_images(root, files, image_size)   # files: ImageFile list, in row order
@@ -38,8 +38,8 @@ import numpy as np
 import PIL
 from tqdm import tqdm
 
+from tracking.data.images import READER_VERSION, ImageFile, read_image
 from tracking.errors import UsageError
-from tracking.images import READER_VERSION, ImageFile, read_image
 
 CACHE_ENV = "KERAS_MLFLOW_SUITE_CACHE"
 CHUNK = 64  # files per decoding task: small enough for a smooth progress bar

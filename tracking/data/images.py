@@ -2,7 +2,7 @@
 cache and prediction share, so a served model sees exactly the pixels it was trained on;
 and which files of a folder count as images.
 
-    from tracking.images import read_image
+    from tracking.data.images import read_image
     read_image("photo.jpg", 32)  # (32, 32, 3) uint8
 
 Steps, in order (Pillow does each): a JPEG is decoded at reduced scale when the target is

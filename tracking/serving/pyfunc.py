@@ -3,7 +3,7 @@
     info = log_classifier(model, data.x_test[:2])        # runs:/<run id>/model
     keras_model = load_logged_classifier("runs:/<run id>/model")
 
-The logged model is `tracking/served_model.py` (MLflow "models from code") with the Keras
+The logged model is `tracking/serving/served_model.py` (MLflow "models from code") with the Keras
 classifier as its artifact: `mlflow.pyfunc.load_model(uri).predict(x)` and
 `mlflow models serve -m uri` both check the input the same way (pixel values 0-255 as
 float64 (N, S, S, 3), see that file) and return class probabilities.
@@ -23,9 +23,9 @@ from mlflow.entities import LoggedModelStatus
 from mlflow.models import infer_signature
 from mlflow.models.model import ModelInfo
 
-from tracking.batches import predict_padded
-from tracking.provenance import model_requirements
-from tracking.served_model import KERAS_MODEL
+from tracking.data.batches import predict_padded
+from tracking.serving.served_model import KERAS_MODEL
+from tracking.training.provenance import model_requirements
 
 MODEL_NAME = "model"  # runs:/<run id>/model
 SERVED_MODEL_CODE = Path(__file__).with_name("served_model.py")

@@ -26,10 +26,10 @@ import mlflow
 from mlflow.entities import Metric
 from mlflow.tracking import fluent
 
-from tracking.checkpoints import atomic_save, config_from_params, drop_checkpoints
-from tracking.data import load_for
-from tracking.finish import finish_run
-from tracking.store import tracking_reachable
+from tracking.data.dataset import load_for
+from tracking.store.connect import tracking_reachable
+from tracking.training.checkpoints import atomic_save, config_from_params, drop_checkpoints
+from tracking.training.finish import finish_run
 
 OFFLINE_ROOT = "mlflow-offline"  # relative to the working directory
 

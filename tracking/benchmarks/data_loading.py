@@ -1,6 +1,6 @@
 """Benchmark: loading folder data sets, in time and resident memory. Not a test: it prints.
 
-    python -m tracking.bench_data [--cases photos,fashion,large] [--photos 300]
+    python -m tracking.benchmarks.data_loading [--cases photos,fashion,large] [--photos 300]
         [--megapixels 6] [--copies 250000] [--large-limit 0] [--baseline-module old_data.py]
 
 It builds its inputs in a temporary folder (deleted afterwards unless --keep), with its own
@@ -11,7 +11,7 @@ memory-mapped split shows as file-backed: page cache the kernel can drop).
 
 1. photos: `--photos` JPEGs of `--megapixels` each in two class folders (every fourth with an
    EXIF rotation), `--image-size 32`: the first load, then the cached one. With
-   `--baseline-module FILE` (another tracking/data.py, e.g. `git show REV:tracking/data.py`)
+   `--baseline-module FILE` (another tracking/data/dataset.py, e.g. `git show REV:tracking/data/dataset.py`)
    that one loads the first `--baseline-photos` photos too.
 2. fashion: Fashion-MNIST's 70,000 images as PNG files in class folders, copied (shifted by
    a pixel per copy) up to `--copies` files, `--image-size 32`: first and cached load.
@@ -68,8 +68,8 @@ def make_photos(root: Path, count: int, megapixels: float, seed: int = 0) -> Non
 def make_fashion(root: Path, total: int) -> int:
     """Fashion-MNIST (train + test) as PNGs in class folders, repeated up to `total` files;
     copy k is shifted k pixels to the right (wrapping), so no two files are alike."""
-    # tracking.data imports Keras (seconds): only the cases that need Fashion-MNIST pay
-    from tracking.data import FASHION_FILES, fashion_search_dirs, read_idx
+    # tracking.data.dataset imports Keras (seconds): only the cases that need Fashion-MNIST pay
+    from tracking.data.dataset import FASHION_FILES, fashion_search_dirs, read_idx
 
     found = next(d for d in fashion_search_dirs(None)
                  if all((d / f).is_file() for f in FASHION_FILES.values()))
@@ -128,14 +128,14 @@ class PeakSampler(threading.Thread):
 
 def child(args: argparse.Namespace) -> dict[str, Any]:
     """One measured load (and, with --train-epoch, one tracked epoch); returns the figures."""
-    # imported here, after the choice: the baseline is another implementation of tracking.data
+    # imported here, after the choice: the baseline is another implementation of tracking.data.dataset
     if args.module:
         spec = importlib.util.spec_from_file_location("baseline_data", args.module)
         data_module = importlib.util.module_from_spec(spec)
         sys.modules[spec.name] = data_module  # its dataclasses look themselves up there
         spec.loader.exec_module(data_module)
     else:
-        import tracking.data as data_module
+        import tracking.data.dataset as data_module
     baseline = memory_now()["VmRSS"]
     sampler = PeakSampler()
     sampler.start()
@@ -184,7 +184,7 @@ def measure(name: str, data_dir: Path, image_size: int, cache: Path, *, limit: i
             module: str = "", train_epoch: bool = False, store: Path | None = None
             ) -> dict[str, Any]:
     """Run one measurement in a fresh interpreter (so its peak memory is its own)."""
-    cmd = [sys.executable, "-m", "tracking.bench_data", "--child", "--data-dir", str(data_dir),
+    cmd = [sys.executable, "-m", "tracking.benchmarks.data_loading", "--child", "--data-dir", str(data_dir),
            "--image-size", str(image_size), "--limit", str(limit)]
     cmd += ["--module", module] if module else []
     cmd += ["--train-epoch", "--store", str(store)] if train_epoch else []
@@ -252,13 +252,13 @@ def run_cases(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m tracking.bench_data", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m tracking.benchmarks.data_loading", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cases", default="photos,fashion,large")
     p.add_argument("--photos", type=int, default=300)
     p.add_argument("--megapixels", type=float, default=6.0)
     p.add_argument("--baseline-module", default="",
-                   help="another tracking/data.py to time on --baseline-photos photos")
+                   help="another tracking/data/dataset.py to time on --baseline-photos photos")
     p.add_argument("--baseline-photos", type=int, default=60)
     p.add_argument("--copies", type=int, default=250_000, help="Fashion-MNIST files to write")
     p.add_argument("--large-limit", type=int, default=0, help="0 = above half the memory")

@@ -1,7 +1,7 @@
 """The comparison report: `comparison.md` and its figures, from the groups of runs.
 
 Per data set: the table of runs, the ranking with a verdict on each neighbouring gap, every
-pair judged on the same test images (`tracking.paired`), in a fair study each model at its
+pair judged on the same test images (`tracking.comparison.paired`), in a fair study each model at its
 recipe against it tuned with the budget spent, accuracy against cost (parameters, training
 seconds, inference latency) with the dominated models marked, calibration, and where the
 models go wrong."""
@@ -16,18 +16,13 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
-from tracking.evaluate import ECE_BINS, reliability
-from tracking.groups import QUALITY_METRICS, ModelGroup, TuningSummary, ranked_and_recipes
-from tracking.outcomes import probabilities_of
-from tracking.plots import (
-    accuracy_by_model_figure,
-    confusion_matrices_figure,
-    curves_by_model_figure,
-    image_gallery_figure,
-    pareto_figure,
-    reliability_by_model_figure,
+from tracking.comparison.groups import (
+    QUALITY_METRICS,
+    ModelGroup,
+    TuningSummary,
+    ranked_and_recipes,
 )
-from tracking.report_tables import (
+from tracking.comparison.tables import (
     accuracy_cell,
     cost_lines,
     cost_values,
@@ -37,8 +32,7 @@ from tracking.report_tables import (
     recipe_lines,
     spread_cell,
 )
-from tracking.ui import run_url
-from tracking.verdicts import (
+from tracking.comparison.verdicts import (
     PairVerdict,
     SharedMistakes,
     class_error_sentence,
@@ -49,6 +43,17 @@ from tracking.verdicts import (
     pct,
     shared_mistakes,
 )
+from tracking.evaluation.evaluate import ECE_BINS, reliability
+from tracking.evaluation.outcomes import probabilities_of
+from tracking.evaluation.plots import (
+    accuracy_by_model_figure,
+    confusion_matrices_figure,
+    curves_by_model_figure,
+    image_gallery_figure,
+    pareto_figure,
+    reliability_by_model_figure,
+)
+from tracking.store.ui import run_url
 
 TUNED_METRIC = "tuned_test_accuracy"  # a tuning study's parent run logs it
 # the figures of every report; confusion_matrices.png only when some run logged its matrix,

@@ -32,7 +32,7 @@ from mlflow.exceptions import MlflowException
 from sqlalchemy.pool import NullPool
 
 from tracking.errors import UsageError
-from tracking.ui import publish_runs_view
+from tracking.store.ui import publish_runs_view
 
 # Set for our commands unless the user chose otherwise: 3 retries 0 s, 2 s and 4 s apart
 # (MLflow: 7 retries with a backoff factor of 2, about four minutes) and 60 s per request.

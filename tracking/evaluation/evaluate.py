@@ -10,7 +10,7 @@ top-k accuracy (`top_k_accuracy_score`), the multiclass Brier score (`brier_scor
 the reliability diagram (`calibration_curve`), from which the expected calibration error is
 weighted. Per-class metric keys carry the class's label index (`test_f1_class_3`): names may
 repeat after any cleaning, indices never do; `class_names.json` maps them back
-(`tracking.provenance`).
+(`tracking.training.provenance`).
 """
 
 from __future__ import annotations
@@ -37,9 +37,9 @@ from sklearn.metrics import (
     top_k_accuracy_score,
 )
 
-from tracking.batches import PREDICT_BATCH, predict_padded
-from tracking.outcomes import log_outcomes
-from tracking.plots import (
+from tracking.data.batches import PREDICT_BATCH, predict_padded
+from tracking.evaluation.outcomes import log_outcomes
+from tracking.evaluation.plots import (
     confusion_matrix_figure,
     reliability_diagram_figure,
     roc_pr_curves_figure,
@@ -210,7 +210,7 @@ def log_evaluation(ev: Evaluation, class_names: Sequence[str], title: str = "",
                    test_digest: str = "", skip: Collection[str] = ()) -> dict[str, float]:
     """Log to the active run: the metrics (`evaluation_metrics`), classification_report
     .txt/.json, confusion_matrix .csv/.png, roc_pr_curves.png, reliability_diagram.png and the
-    per-image predictions table with the mistakes (`tracking.outcomes.log_outcomes`; the
+    per-image predictions table with the mistakes (`tracking.evaluation.outcomes.log_outcomes`; the
     gallery and mistake images need `images`, the test split's (N, S, S, 3) uint8).
     Metrics named in `skip` (already logged) are not logged again. Returns the metrics."""
     metrics = evaluation_metrics(ev, prefix)

@@ -1,6 +1,6 @@
 """Benchmark: what does our tracking cost against what a user would otherwise run?
 
-    python -m tracking.bench [--models concat_cnn,vgg19] [--dataset digits] [--batch-size N]
+    python -m tracking.benchmarks.tracking_cost [--models concat_cnn,vgg19] [--dataset digits] [--batch-size N]
                              [--epochs 10] [--limit N] [--repeats 2] [--output outputs/bench.json]
 
 For each model, in one process, on the same data (in memory), model, optimizer, batch size
@@ -37,13 +37,13 @@ from typing import Any
 import keras
 import mlflow
 
-from tracking.callbacks import EpochTimer
-from tracking.classifier import build_classifier, compile_classifier
 from tracking.cli import bad_input_exits
 from tracking.config import Config
-from tracking.data import Dataset, load_for
-from tracking.store import check_tracking_uri, ensure_experiment
+from tracking.data.dataset import Dataset, load_for
+from tracking.store.connect import check_tracking_uri, ensure_experiment
 from tracking.train import train
+from tracking.training.callbacks import EpochTimer
+from tracking.training.classifier import build_classifier, compile_classifier
 
 SIDES = ("bare", "autolog", "ours")
 
@@ -135,7 +135,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m tracking.bench", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m tracking.benchmarks.tracking_cost", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", default="concat_cnn",
                    help="comma-separated registry names (default concat_cnn)")

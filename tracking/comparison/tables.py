@@ -8,9 +8,16 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from tracking.groups import ModelGroup, TuningSummary
-from tracking.paired import ALPHA, BOOTSTRAP_REPLICATES, CONFIDENCE, POWER
-from tracking.verdicts import PairVerdict, corrected, dominators, judge_pair, needed_text, pct
+from tracking.comparison.groups import ModelGroup, TuningSummary
+from tracking.comparison.paired import ALPHA, BOOTSTRAP_REPLICATES, CONFIDENCE, POWER
+from tracking.comparison.verdicts import (
+    PairVerdict,
+    corrected,
+    dominators,
+    judge_pair,
+    needed_text,
+    pct,
+)
 
 
 def pareto_figure_name(dataset: str) -> str:
@@ -161,7 +168,7 @@ def cost_lines(ranked: Sequence[ModelGroup], figure: bool) -> list[str]:
                      f"{fmt(latency and latency.images_per_second, ',.0f')} | {verdict} |")
     device = next((g.latency.device for g in ranked if g.latency), None)
     where = (f"measured in the report's process on {device}, one model after the other "
-             "(median of repeated predict calls after a warm-up; tracking/latency.py)"
+             "(median of repeated predict calls after a warm-up; tracking/comparison/latency.py)"
              if device else "not measured (--no-latency, or no run's model could be loaded)")
     return lines + ["", f"Latency: {where}. Dominated: another model is at least as accurate "
                     "and at most as costly on parameters, training seconds and latency at "

@@ -22,9 +22,9 @@ import keras
 import numpy as np
 from mlflow.exceptions import MlflowException
 
-from tracking.groups import Latency
-from tracking.provenance import accelerators, keras_devices, processor_model
-from tracking.serving import MODEL_NAME, load_logged_classifier
+from tracking.comparison.groups import Latency
+from tracking.serving.pyfunc import MODEL_NAME, load_logged_classifier
+from tracking.training.provenance import accelerators, keras_devices, processor_model
 
 WARMUP_CALLS = 5
 LATENCY_REPEATS = 30

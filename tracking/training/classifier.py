@@ -20,7 +20,7 @@ from keras import layers
 
 from models import Recipe, build_model
 from tracking.config import Config, ConfigError
-from tracking.data import FLIP_SAFE, Dataset
+from tracking.data.dataset import FLIP_SAFE, Dataset
 from tracking.precision import precision_policy
 
 

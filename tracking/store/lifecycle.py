@@ -35,9 +35,9 @@ from collections.abc import Iterator
 
 import mlflow
 
-from tracking.callbacks import StopRun
-from tracking.offline import TrackingOffline, forget_active_run
-from tracking.store import ensure_experiment
+from tracking.store.connect import ensure_experiment
+from tracking.training.callbacks import StopRun
+from tracking.training.offline import TrackingOffline, forget_active_run
 
 MAX_TAG_LENGTH = 250  # stop_reason is shown in the UI's run header: keep it short
 

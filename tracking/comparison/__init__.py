@@ -1,0 +1,1 @@
+"""Comparing trained runs: which runs, grouped how, judged how, reported how."""

@@ -1,0 +1,1 @@
+"""What a trained model says about the test split: metrics, predictions, figures."""

@@ -1,0 +1,1 @@
+"""One tracked training: the classifier, its callbacks, checkpoints and resume, provenance."""
