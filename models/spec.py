@@ -2,8 +2,8 @@
 
 `Recipe` is the training setting measured to train the model from scratch; `SearchSpace` is
 what a tuning study may vary around it. Both are plain data (no Keras objects, no tracking):
-`tracking.training.classifier` turns a recipe into an optimizer and `tuning.study` a search space into
-Optuna distributions.
+`tracking.training.classifier` turns a recipe into an optimizer and `tuning.study` a search space
+into Optuna distributions.
 """
 
 from __future__ import annotations

@@ -30,9 +30,9 @@ import keras  # noqa: E402
 
 from models import MODELS, Recipe, options  # noqa: E402
 from tracking.cli import auto_or_number  # noqa: E402
-from tracking.config import Config  # noqa: E402
-from tracking.data.dataset import Dataset, load_for  # noqa: E402
-from tracking.train import train  # noqa: E402
+from tracking.config import Config, load_for  # noqa: E402
+from tracking.data.dataset import Dataset  # noqa: E402
+from tracking.training.loop import train  # noqa: E402
 
 # plain keras.applications + model.fit, images/s, one H200, JAX 0.11.2, fp32, 2026-11-28
 # (shared/anchors/README.md)

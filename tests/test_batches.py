@@ -81,7 +81,7 @@ def test_crossentropy_matches_keras() -> None:
 def test_a_tracked_run_compiles_each_step_once_with_augmentation(mlflow_uri: str) -> None:
     import jax.monitoring
 
-    from tracking.train import train
+    from tracking.training.loop import train
 
     compiled: list[str] = []
 

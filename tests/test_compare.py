@@ -1,8 +1,8 @@
 """The comparison report, from runs logged to a real MLflow store.
 
 The runs here are logged the way `tracking.train` logs them (same keys, the confusion matrix
-written by `tracking.evaluation.evaluate.log_evaluation`) but with chosen accuracies, so the report's
-verdicts can be checked exactly. tests/test_study.py covers the path from real training.
+written by `tracking.evaluation.evaluate.log_evaluation`) but with chosen accuracies, so the
+report's verdicts can be checked exactly. tests/test_study.py covers the path from real training.
 """
 
 from __future__ import annotations
@@ -18,9 +18,10 @@ import yaml
 from processes import free_port
 
 from tracking import compare
-from tracking.compare import CompareError
+from tracking.comparison.figures import FIGURES
 from tracking.comparison.groups import TUNED, VARIANT_TAG, ModelGroup, RunSummary
-from tracking.comparison.report import FIGURES, render_markdown
+from tracking.comparison.report import build_report, render_markdown
+from tracking.comparison.selection import CompareError
 from tracking.comparison.verdicts import class_error_sentence, gap_verdict, shared_mistakes
 from tracking.data.dataset import data_digest
 from tracking.evaluation.evaluate import evaluation_from_probabilities, log_evaluation
@@ -255,7 +256,7 @@ def test_nothing_to_compare_exits_2(mlflow_uri: str, tmp_path: Path, capsys) -> 
     err = capsys.readouterr().err
     assert "no finished training runs" in err and "no experiment named 'no-such-experiment'" in err
     with pytest.raises(CompareError):
-        compare.build_report([ensure_experiment("empty")], tmp_path / "r")
+        build_report([ensure_experiment("empty")], tmp_path / "r")
     assert mlflow.search_runs(search_all_experiments=True).empty
 
 

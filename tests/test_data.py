@@ -17,8 +17,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tracking.data.dataset import DataError, data_digest, load_dataset, load_folder, read_idx
+from tracking.data.dataset import data_digest, load_dataset
 from tracking.data.image_cache import CACHE_ENV
+from tracking.data.loaders import DataError, load_folder, read_idx
 from tracking.data.splits import SplitError, Splits, kept_rows
 
 
@@ -83,7 +84,7 @@ def test_idx_reader_rejects_truncated_file(tmp_path: Path) -> None:
 
 
 def test_fashion_missing_everywhere_names_the_places(tmp_path: Path, monkeypatch) -> None:
-    import tracking.data.dataset as data
+    import tracking.data.loaders as data
 
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
     monkeypatch.setattr(data, "DEBIAN_FASHION_DIR", str(tmp_path / "no_debian"))
@@ -297,7 +298,7 @@ def test_training_from_memory_mapped_splits_matches_training_from_memory(
         mlflow_uri: str, tmp_path: Path) -> None:
     """Splits too large for memory stay np.memmap files; a run on them is the same run."""
     from tracking.config import Config
-    from tracking.train import train
+    from tracking.training.loop import train
 
     digits = load_dataset("digits", image_size=8, limit=200)  # 8x8 digits as PNG files
     for i, (image, label) in enumerate(zip(np.concatenate([digits.x_train, digits.x_test]),

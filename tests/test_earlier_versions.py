@@ -43,8 +43,8 @@ def replay_interrupted_run(experiment: str) -> str:
 
 
 def test_a_run_interrupted_by_the_earlier_version_resumes(mlflow_uri: str) -> None:
-    from tracking.train import train
-    from tracking.training.checkpoints import resume_config
+    from tracking.training.loop import train
+    from tracking.training.resume import resume_config
 
     run_id = replay_interrupted_run("earlier")
     config = resume_config(run_id)

@@ -17,9 +17,11 @@ from PIL import Image
 from processes import chromium, headless_chromium, mlflow_server
 from test_ui import visible_text
 
-from tracking import compare, predict
+from tracking import predict
+from tracking.comparison.selection import read_names_and_confusion
 from tracking.config import Config
 from tracking.data.dataset import Dataset
+from tracking.evaluation.class_names import read_class_names
 from tracking.evaluation.evaluate import (
     evaluation_from_probabilities,
     evaluation_metrics,
@@ -33,14 +35,8 @@ from tracking.evaluation.outcomes import (
     read_predictions,
     worst_mistakes,
 )
-from tracking.train import train
-from tracking.training.provenance import (
-    log_git_diff,
-    log_provenance,
-    read_class_names,
-    run_tags,
-    source_state,
-)
+from tracking.training.loop import train
+from tracking.training.provenance import log_git_diff, log_provenance, run_tags, source_state
 
 # Seven test images, three classes; every confidence sits inside one of the 15 bins (none on
 # an edge), and images 0 and 6 share the bin (0.667, 0.733].
@@ -229,8 +225,8 @@ def test_tricky_class_names_survive_training_prediction_and_comparison(
     printed = [line.split("\t")[1] for line in capsys.readouterr().out.strip().splitlines()]
     assert printed == [names[k] for k in expected]
 
-    read_names, confusion = compare.read_names_and_confusion(mlflow.get_run(run_id),
-                                                             str(tmp_path / "scratch"))
+    read_names, confusion = read_names_and_confusion(mlflow.get_run(run_id),
+                                                     str(tmp_path / "scratch"))
     assert tuple(read_names) == names and confusion.shape == (5, 5)
 
 

@@ -14,7 +14,7 @@ import pytest
 from tracking import compare, server
 from tracking.config import Config
 from tracking.train import main as train_main
-from tracking.train import train
+from tracking.training.loop import train
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = dict(model="concat_cnn", dataset="digits", epochs=1, batch_size=32, limit=200,

@@ -10,8 +10,9 @@ import pytest
 from models import MODELS, ModelSpec, Recipe, build_model
 from tracking.config import Config
 from tracking.train import main as train_main
-from tracking.train import train
-from tuning.study import TuneConfig, run_study
+from tracking.training.loop import train
+from tuning.config import TuneConfig
+from tuning.study import run_tuning_study
 
 
 @pytest.mark.jax_smoke
@@ -116,7 +117,7 @@ def test_a_fifth_model_is_its_factory_and_one_registry_entry(
     assert exit_info.value.code == 2
     assert "tiny_cnn needs image_size >= 16, got 8" in capsys.readouterr().err
 
-    summary = run_study(TuneConfig(model="tiny_cnn", n_trials=1, max_epochs=1, limit=120,
+    summary = run_tuning_study(TuneConfig(model="tiny_cnn", n_trials=1, max_epochs=1, limit=120,
                                    experiment="fifth-tuning"))
     assert summary["trials_complete"] == 1
     # registered as tiny_cnn-tuned exactly when its one trial beats chance

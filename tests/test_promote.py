@@ -8,8 +8,9 @@ import mlflow
 import numpy as np
 import pytest
 
+from tracking.comparison.promotion import CHALLENGER, CHAMPION, PromoteError, promote
 from tracking.evaluation.outcomes import log_outcomes
-from tracking.promote import CHALLENGER, CHAMPION, PromoteError, main, promote
+from tracking.promote import main
 from tracking.serving.pyfunc import log_classifier
 from tracking.store.connect import ensure_experiment
 

@@ -318,8 +318,8 @@ def test_resume_uses_the_values_the_run_used_not_todays_recipe(
 
     from models import MODELS, options
     from tracking.config import Config
-    from tracking.train import train
-    from tracking.training.checkpoints import config_from_params
+    from tracking.training.loop import train
+    from tracking.training.resume import config_from_params
 
     spec = MODELS["concat_cnn"]
     ran = replace(spec.recipe, epochs=2, batch_size=32, shift=0.05)
@@ -345,8 +345,8 @@ def test_a_resumed_run_is_the_run_it_continues(mlflow_uri: str) -> None:
     import keras
 
     from tracking.config import Config
-    from tracking.train import train
-    from tracking.training.checkpoints import resume_config
+    from tracking.training.loop import train
+    from tracking.training.resume import resume_config
 
     class InterruptAfter(keras.callbacks.Callback):
         def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
@@ -375,8 +375,8 @@ def test_an_epoch_logged_before_its_checkpoint_arrived_is_logged_once(mlflow_uri
     from mlflow.entities import Metric
 
     from tracking.config import Config
-    from tracking.train import train
-    from tracking.training.checkpoints import resume_config
+    from tracking.training.loop import train
+    from tracking.training.resume import resume_config
 
     class InterruptAfter(keras.callbacks.Callback):
         def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
@@ -412,8 +412,8 @@ def test_stopped_while_logging_the_model_then_resumed_logs_each_result_once(
 
     import tracking.training.finish
     from tracking.config import Config
-    from tracking.train import train
-    from tracking.training.checkpoints import resume_config
+    from tracking.training.loop import train
+    from tracking.training.resume import resume_config
 
     def stopped_while_logging(model, sample, **kwargs):
         run_id = mlflow.active_run().info.run_id
@@ -448,8 +448,8 @@ def test_a_checkpoint_of_the_earlier_format_still_resumes(mlflow_uri: str, tmp_p
     import keras
 
     from tracking.config import Config
-    from tracking.train import train
-    from tracking.training.checkpoints import resume_config
+    from tracking.training.loop import train
+    from tracking.training.resume import resume_config
 
     class InterruptAfterFirst(keras.callbacks.Callback):
         def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:

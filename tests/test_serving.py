@@ -22,7 +22,7 @@ from tracking.data.dataset import load_dataset, to_rgb_size
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     """One tiny tracked run in a store of this module's own; yields its results and store."""
-    from tracking.train import train
+    from tracking.training.loop import train
 
     folder = tmp_path_factory.mktemp("serving")
     uri = f"sqlite:///{folder / 'mlflow.db'}"

@@ -1,5 +1,6 @@
 """The benchmark keeps working at tiny size, and training runs on other backends and on
-several devices. Timing itself lives in `python -m tracking.benchmarks.tracking_cost`, never in assertions."""
+several devices. Timing itself lives in `python -m tracking.benchmarks.tracking_cost`, never in
+assertions."""
 
 from __future__ import annotations
 
@@ -75,7 +76,7 @@ def test_data_parallel_on_two_virtual_cpu_devices(mlflow_uri: str, tmp_path: Pat
 @pytest.mark.slow
 def test_gpu_check_script_runs_a_recipe_variant_on_fashion_mnist(tmp_path: Path) -> None:
     """scripts/gpu_check.py at tiny size on the CPU: the device call's script keeps working."""
-    from tracking.data.dataset import fashion_search_dirs
+    from tracking.data.loaders import fashion_search_dirs
 
     data_dir = next((d for d in fashion_search_dirs(None) if (d / "t10k-labels-idx1-ubyte.gz")
                      .exists()), None)

@@ -25,7 +25,7 @@ from tracking.store.connect import check_tracking_uri
 @pytest.mark.skipif(bool(postgres_unavailable()), reason=postgres_unavailable() or "ok")
 def test_training_through_a_server_on_postgres(tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    from tracking.train import train
+    from tracking.training.loop import train
 
     with postgres_server() as database, mlflow_server(tmp_path / "server", database) as url:
         assert check_tracking_uri(database) == database  # the database answers directly too

@@ -12,10 +12,11 @@ import pytest
 import yaml
 
 from tracking.config import Config, field_names
+from tracking.evaluation.class_names import read_class_names
 from tracking.evaluation.evaluate import read_confusion_csv
 from tracking.evaluation.outcomes import read_predictions
-from tracking.train import main, train
-from tracking.training.provenance import read_class_names
+from tracking.train import main
+from tracking.training.loop import train
 
 TINY = dict(model="concat_cnn", dataset="digits", epochs=2, batch_size=32, limit=300,
             experiment="tiny")

@@ -28,18 +28,18 @@ import yaml
 from optuna.trial import TrialState
 
 import tuning.storage
+from tuning.config import TuneConfig, TuneError
 from tuning.optuna_resnet import build_parser, main
 from tuning.report import OBJECTIVE_METRIC
-from tuning.space import TuneError, baseline_params, search_space
+from tuning.space import baseline_params, search_space
 from tuning.storage import StorageUnavailable, open_storage, with_driver
 from tuning.study import (
     PRUNER_STARTUP_TRIALS,
     PRUNER_WARMUP_EPOCHS,
-    TuneConfig,
     check_resume,
     default_pruner,
     make_pruner,
-    run_study,
+    run_tuning_study,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -68,7 +68,7 @@ def load(study_name: str, storage: str) -> optuna.Study:
 
 def test_two_trial_study_nests_trials_and_registers_the_best(mlflow_uri: str,
                                                              tmp_path: Path) -> None:
-    summary = run_study(TuneConfig(n_trials=2, **TINY))
+    summary = run_tuning_study(TuneConfig(n_trials=2, **TINY))
     client = mlflow.MlflowClient()
     parent = client.get_run(summary["parent_run_id"])
     assert parent.info.status == "FINISHED"
@@ -137,7 +137,7 @@ def test_two_trial_study_nests_trials_and_registers_the_best(mlflow_uri: str,
 def test_a_pruned_trial_is_marked_pruned_in_optuna_and_mlflow(mlflow_uri: str,
                                                              tmp_path: Path) -> None:
     # prunes at the first report: validation accuracy never reaches 1.01
-    summary = run_study(TuneConfig(n_trials=1, study_name="pruned", **TINY),
+    summary = run_tuning_study(TuneConfig(n_trials=1, study_name="pruned", **TINY),
                         pruner=optuna.pruners.ThresholdPruner(lower=1.01))
     study = load("pruned", f"sqlite:///{tmp_path / 'optuna.db'}")
     (trial,) = study.trials
@@ -164,9 +164,9 @@ def test_resuming_a_study_adds_trials_without_a_second_baseline(mlflow_uri: str,
                                                                 tmp_path: Path) -> None:
     config = TuneConfig(model="concat_cnn", limit=100, max_epochs=1, experiment="tune",
                         study_name="resumed", n_trials=2)
-    first = run_study(replace(config, n_trials=1))
-    second = run_study(config)
-    full = run_study(config)  # the total is reached: nothing to run
+    first = run_tuning_study(replace(config, n_trials=1))
+    second = run_tuning_study(config)
+    full = run_tuning_study(config)  # the total is reached: nothing to run
 
     study = load("resumed", f"sqlite:///{tmp_path / 'optuna.db'}")
     assert [t.number for t in study.trials] == [0, 1]
@@ -292,7 +292,7 @@ def test_default_pruner_spares_warm_up_epochs_and_compares_at_equal_epochs() -> 
 def test_a_trial_of_several_seeds_is_worth_their_mean(mlflow_uri: str, tmp_path: Path) -> None:
     """--seeds-per-trial 2: a trial trains seeds 0 and 1 on one split, its value is the mean,
     and the pruner sees the per-epoch mean of the two."""
-    summary = run_study(TuneConfig(n_trials=1, seeds_per_trial=2, study_name="two-seeds",
+    summary = run_tuning_study(TuneConfig(n_trials=1, seeds_per_trial=2, study_name="two-seeds",
                                    **{**TINY, "limit": 100, "max_epochs": 1}))
     study = load("two-seeds", f"sqlite:///{tmp_path / 'optuna.db'}")
     (trial,) = study.trials
@@ -440,7 +440,7 @@ def test_under_mlflow_run_the_launched_run_is_the_parent(
 
 @pytest.mark.slow
 def test_resnet50_two_trial_study(mlflow_uri: str) -> None:
-    summary = run_study(TuneConfig(n_trials=2, limit=120, max_epochs=1, experiment="tune"))
+    summary = run_tuning_study(TuneConfig(n_trials=2, limit=120, max_epochs=1, experiment="tune"))
     assert summary["trials_complete"] + summary["trials_pruned"] == 2
     # one epoch on 96 images: registered only when the best trial beats chance
     if summary["chance_p_value"] < 0.05:

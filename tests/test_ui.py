@@ -34,7 +34,7 @@ def visible_text(dom: str) -> str:
 
 def test_runs_table_shows_our_runs_and_test_accuracy(tmp_path: Path, capsys,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    from tracking.train import train
+    from tracking.training.loop import train
 
     with mlflow_server(tmp_path / "server") as url:
         monkeypatch.chdir(tmp_path)

@@ -18,7 +18,8 @@ import keras
 
 from models import MODELS, Recipe
 from tracking.cli import unquote
-from tracking.data.dataset import LOADERS
+from tracking.data.dataset import Dataset, load_dataset
+from tracking.data.loaders import LOADERS
 from tracking.errors import UsageError
 from tracking.precision import PRECISIONS, resolve_precision
 
@@ -39,7 +40,7 @@ class ConfigError(UsageError):
 @dataclass(frozen=True)
 class Config:
     model: str = "vgg19"  # registry key in models.MODELS
-    dataset: str = "digits"  # key in tracking.data.dataset.LOADERS
+    dataset: str = "digits"  # key in tracking.data.loaders.LOADERS
     data_dir: str = ""  # folder data, or where Fashion-MNIST's IDX files are ("" = defaults)
     epochs: int | None = None  # upper bound; early stopping may end sooner (None = recipe)
     batch_size: int | None = None  # None = recipe
@@ -212,3 +213,11 @@ def _is_int(value: Any) -> bool:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def load_for(config: Config) -> Dataset:
+    """The data set a run of `config` trains on: its data set, folder, image size, splits, seed
+    and limit (the one way from a Config to its data)."""
+    return load_dataset(config.dataset, config.data_dir or None, config.image_size,
+                        config.test_split, config.val_split, config.data_seed,
+                        config.skip_bad_images, config.limit or None)

@@ -34,7 +34,7 @@ from mlflow.exceptions import MlflowException
 from tracking.cli import bad_input_exits, number, unquote
 from tracking.data.images import read_image
 from tracking.errors import UsageError
-from tracking.training.provenance import read_class_names
+from tracking.evaluation.class_names import read_class_names
 
 
 class PredictError(UsageError):

@@ -28,9 +28,8 @@ from pathlib import Path
 import mlflow
 
 from tracking.cli import bad_input_exits
-from tracking.training.callbacks import HEARTBEAT_TAG
+from tracking.store.lifecycle import HEARTBEAT_TAG, process_alive
 from tracking.training.offline import AlreadyUploaded, upload_offline
-from tracking.training.provenance import process_alive
 
 
 def stale_runs(experiment_ids: Sequence[str], older_than_s: float) -> list[tuple[str, str]]:

@@ -3,9 +3,9 @@
     python -m tracking.server check [--uri URI]        # exit 2, naming the URI, if unreachable
     python -m tracking.server ui [--experiment NAME] [--ui-url URL]   # the runs table's address
 
-`check` is `tracking.store.connect.check_tracking_uri` on its own; `ui` publishes the key-metrics view
-(`tracking.store.ui`) on the experiment (default: the one holding the newest training run, wherever
-it is) and prints the address that opens it.
+`check` is `tracking.store.connect.check_tracking_uri` on its own; `ui` publishes the key-metrics
+view (`tracking.store.ui`) on the experiment (default: the one holding the newest training run,
+wherever it is) and prints the address that opens it.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import mlflow
 from mlflow.entities import Experiment
 
 from tracking.cli import number, unquote
-from tracking.compare import is_training_run, search_finished
+from tracking.comparison.selection import is_training_run, search_finished
 from tracking.store.connect import (
     CHECK_TIMEOUT_SECONDS,
     TrackingServerError,

@@ -52,20 +52,20 @@ from tracking.cli import (
     sigterm_as_interrupt,
     unquote,
 )
-from tracking.compare import RUN_KIND_TAG, CompareError, Report, build_report, log_report
 from tracking.comparison.groups import RECIPE, TUNED, VARIANT_TAG
-from tracking.config import Config, ConfigError, param_text
-from tracking.data.dataset import Dataset, load_for
-from tracking.promote import PromoteError, format_promotion, promote
+from tracking.comparison.promotion import PromoteError, format_promotion, promote
+from tracking.comparison.report import Report, build_report, log_report
+from tracking.comparison.selection import CompareError
+from tracking.config import Config, ConfigError, load_for, param_text
+from tracking.data.dataset import Dataset
 from tracking.store.connect import ensure_experiment
-from tracking.store.lifecycle import launched_experiment, tracked_run
+from tracking.store.lifecycle import RUN_KIND_TAG, StopRun, launched_experiment, tracked_run
 from tracking.store.ui import publish_runs_view, runs_table_url
-from tracking.train import train
-from tracking.training.callbacks import StopRun
+from tracking.training.loop import train
 from tracking.training.provenance import log_params_once
+from tuning.config import PRUNERS, TuneConfig
 from tuning.space import trial_config
-from tuning.study import PRUNERS, TuneConfig
-from tuning.study import run_study as run_tuning_study
+from tuning.study import run_tuning_study
 
 STUDY_KIND = "study"  # value of the run_kind tag on the parent run
 DEFAULT_MODELS = tuple(MODELS)  # every registered model (the original four)
@@ -75,7 +75,7 @@ FAIR_OUTPUT = os.path.join("outputs", "fair_study")  # --tune-budget: not over a
 
 @dataclass(frozen=True)
 class StudyConfig:
-    dataset: str = "digits"  # key in tracking.data.dataset.LOADERS
+    dataset: str = "digits"  # key in tracking.data.loaders.LOADERS
     data_dir: str = ""  # folder data, or where Fashion-MNIST's IDX files are
     models: tuple[str, ...] = DEFAULT_MODELS  # trained in this order for every seed
     seeds: int = 3  # runs per model, seeds 0..seeds-1: the error bars
@@ -157,7 +157,8 @@ def load(config: StudyConfig, seed: int) -> Dataset:
     return load_for(config.run_configs(seed)[0])
 
 
-def run_study(config: StudyConfig, *, first_data: Dataset | None = None) -> dict[str, Any]:
+def run_comparison_study(config: StudyConfig, *, first_data: Dataset | None = None
+                         ) -> dict[str, Any]:
     """Train every model for every seed under one parent run, optionally tune, then compare.
 
     Under `mlflow run` the launched run (MLFLOW_RUN_ID) is the parent. `first_data` is the
@@ -389,7 +390,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         first = load(config, config.seed_list()[0])
     with sigterm_as_interrupt():  # `kill` ends the runs like Ctrl-C
         try:
-            result = run_study(config, first_data=first)
+            result = run_comparison_study(config, first_data=first)
         except KeyboardInterrupt as stop:
             print("interrupted: the study's runs are marked KILLED", file=sys.stderr)
             return interrupt_status(stop)

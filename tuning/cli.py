@@ -9,18 +9,20 @@ from collections.abc import Sequence
 
 from models import MODELS
 from tracking.cli import bad_input_exits, interrupt_status, number, sigterm_as_interrupt
-from tracking.data.dataset import LOADERS, load_for
+from tracking.config import load_for
+from tracking.data.loaders import LOADERS
 from tracking.precision import PRECISIONS
 from tracking.store.connect import ensure_experiment
 from tracking.store.lifecycle import launched_experiment
+from tuning.config import TuneConfig
 from tuning.report import format_summary
 from tuning.storage import StorageUnavailable, check_storage
-from tuning.study import TuneConfig, check_resume, create_study_only, run_study
+from tuning.study import check_resume, create_study_only, run_tuning_study
 
 EPILOG = ("Every trial is a nested MLflow run of the study's parent run; the best trial's "
           "model is registered as <model>-tuned. Ctrl-C or SIGTERM stops the worker (its "
-          "runs KILLED); the same command resumes the study. The README's tuning section "
-          "says how several workers share one study and what survives a database outage.")
+          "runs KILLED); the same command resumes the study. docs/tuning.md says how several "
+          "workers share one study and what survives a database outage.")
 
 
 def build_parser(prog: str, description: str, model: str | None) -> argparse.ArgumentParser:
@@ -56,7 +58,7 @@ def build_parser(prog: str, description: str, model: str | None) -> argparse.Arg
                    default=d.seeds_per_trial, help="seeds per trial; its value is their mean")
     p.add_argument("--create-only", action="store_true",
                    help="create the study and the MLflow tables, then exit (before workers)")
-    # internals of the lost-worker retry, for tests (README: "Many workers, one study")
+    # internals of the lost-worker retry, for tests (docs/tuning.md#many-workers-one-study)
     p.add_argument("--heartbeat-interval", type=number(int, "heartbeat interval"),
                    default=d.heartbeat_interval, help=argparse.SUPPRESS)
     p.add_argument("--grace-period", type=number(int, "grace period"),
@@ -81,7 +83,7 @@ def main(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> 
     with sigterm_as_interrupt(), bad_input_exits(parser, check_tracking=False):
         # a TuneError here: another worker created the study meanwhile; no run started
         try:
-            summary = run_study(config, data=data)
+            summary = run_tuning_study(config, data=data)
         except StorageUnavailable as err:
             print(f"{parser.prog}: error: {err}", file=sys.stderr)
             return 1

@@ -11,7 +11,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import keras
 import mlflow
@@ -22,8 +22,9 @@ from optuna.trial import FrozenTrial, TrialState
 
 from tracking.config import Config
 from tracking.data.dataset import Dataset
-from tracking.train import train
-from tracking.training.callbacks import StopRun
+from tracking.store.lifecycle import StopRun
+from tracking.training.loop import train
+from tuning.config import TuneConfig
 from tuning.report import (
     BASELINE_ATTR,
     BUDGET_ATTRS,
@@ -34,9 +35,6 @@ from tuning.report import (
 )
 from tuning.space import search_space, suggest, trial_config
 from tuning.storage import RUN_ID_ATTR
-
-if TYPE_CHECKING:  # tuning.study imports this module
-    from tuning.study import TuneConfig
 
 INTERRUPTED_ATTR = "interrupted"  # trial user attribute: Ctrl-C or SIGTERM stopped it
 OPTIMIZE_LOGGER = "optuna.study._optimize"  # the logger of Optuna's "Trial N failed" records

@@ -3,11 +3,10 @@ model scored once on the test split (next to the baseline trial's), and the regi
 
 Into the worker's parent run: `trials_complete/pruned/fail/running/waiting`, the budget
 spent (`trial_epochs`, `trial_seconds`: epochs trained and wall seconds over every trial and
-seed), `trials.csv`,
-Optuna's optimisation plots, `best_*` params, `best_val_accuracy`, the tuned model's test
-evaluation (`tuned_test_*`, with every figure and table a training run's evaluation logs,
-and `class_names.json`: `tracking.evaluation.evaluate.log_evaluation`) and the baseline's metrics
-(`baseline_test_*`); the best trial's model registered as `<model>-tuned` (a new version
+seed), `trials.csv`, Optuna's optimisation plots, `best_*` params, `best_val_accuracy`, the tuned
+model's test evaluation (`tuned_test_*`, with every figure and table a training run's evaluation
+logs, and `class_names.json`: `tracking.evaluation.evaluate.log_evaluation`) and the baseline's
+metrics (`baseline_test_*`); the best trial's model registered as `<model>-tuned` (a new version
 only when the best trial changed). Without the final test (`final_test=False`, the fair
 study: its final runs alone see the test split) the study is reported on validation only and
 nothing is registered.
@@ -28,9 +27,9 @@ from optuna.visualization import matplotlib as vis
 
 from tracking.comparison.paired import chance_p_value
 from tracking.data.dataset import Dataset, data_digest
+from tracking.evaluation.class_names import log_class_names
 from tracking.evaluation.evaluate import Evaluation, evaluate, evaluation_metrics, log_evaluation
 from tracking.serving.pyfunc import load_logged_classifier
-from tracking.training.provenance import log_class_names
 from tuning.storage import RUN_ID_ATTR
 
 OBJECTIVE_METRIC = "val_accuracy"  # maximised; the pruning callback reports the same key per epoch
@@ -192,7 +191,7 @@ def tuning_verdict(best: FrozenTrial, baseline: FrozenTrial | None, val_size: in
 
 
 def format_summary(s: dict[str, Any]) -> str:
-    """The lines a worker prints when it ends (the summary of `run_study`)."""
+    """The lines a worker prints when it ends (the summary of `run_tuning_study`)."""
     lines = [f"study {s['study_name']} ({s['storage']}): {s['trials_complete']} complete, "
              f"{s['trials_pruned']} pruned, {s['trials_fail']} failed "
              f"({s['trial_epochs']:.0f} trial-epochs, {s['trial_seconds']:.0f} s of "

@@ -11,7 +11,7 @@ rest on the model's recipe (`trial_config`).
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import optuna
 from optuna.distributions import (
@@ -23,21 +23,14 @@ from optuna.distributions import (
 
 from models import MODELS
 from tracking.config import Config
-from tracking.errors import UsageError
 from tracking.store.connect import masked
-
-if TYPE_CHECKING:  # tuning.study imports this module
-    from tuning.study import TuneConfig
+from tuning.config import TuneConfig, TuneError
 
 BASELINE_EPOCHS = 5  # the original study's setting, enqueued as trial 0 ...
 BASELINE_BATCH_SIZE = 128  # ... with the model recipe's learning rate
 SPACE_ATTR = "search_space"  # study user attribute: space_record() of the command that made it
 CONFIG_FIELDS = ("epochs", "batch_size", "learning_rate")  # tuned settings of Config itself;
 # the others (weight_decay, shift) are fields of the model's Recipe
-
-
-class TuneError(UsageError):
-    """A tuning setting is invalid; the message says which and what is allowed."""
 
 
 def search_space(model: str, max_epochs: int) -> dict[str, BaseDistribution]:

@@ -1,6 +1,6 @@
 """An Optuna study over one registered model's training settings; every trial an MLflow run.
 
-    summary = run_study(TuneConfig(model="densenet121", n_trials=20, max_epochs=10))
+    summary = run_tuning_study(TuneConfig(model="densenet121", n_trials=20, max_epochs=10))
 
 What is tuned is the model's search space (`tuning.space`). Trial 0 is the original study's
 setting, 5 epochs at batch 128 with the recipe's learning rate, enqueued when the study is
@@ -12,8 +12,9 @@ the splits of `seed`), its value is their mean, and the pruner is asked during t
 with the per-epoch mean across the K seeds (the earlier seeds' values at that epoch, from
 their histories), so one lucky seed neither picks the winner nor saves a trial.
 
-Each trial is `tracking.train.train` (the same code as a normal run) in an MLflow run nested
-under one parent run per worker process (`tracking.store.lifecycle.tracked_run`), tagged `study_name`,
+Each trial is `tracking.training.loop.train` (the same code as a normal run) in an MLflow run nested
+under one parent run per worker process (`tracking.store.lifecycle.tracked_run`), tagged
+`study_name`,
 `trial_number` and `trial_state`; a pruned trial's run ends KILLED. The sampler is a seeded TPE
 (`seed` plus the trials already in the study, so a resumed study or a second worker does not
 replay proposals); the pruner (`pruner`) Optuna's MedianPruner on the per-epoch validation
@@ -33,7 +34,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from functools import partial
 from typing import Any
 
@@ -42,13 +43,12 @@ import optuna
 from optuna.trial import TrialState
 from tqdm import tqdm
 
-from tracking.compare import RUN_KIND_TAG
-from tracking.config import Config
-from tracking.data.dataset import Dataset, load_for
+from tracking.config import load_for
+from tracking.data.dataset import Dataset
 from tracking.store.connect import ensure_experiment, masked
-from tracking.store.lifecycle import launched_experiment, tracked_run
-from tracking.training.callbacks import StopRun
+from tracking.store.lifecycle import RUN_KIND_TAG, StopRun, launched_experiment, tracked_run
 from tracking.training.provenance import log_params_once
+from tuning.config import PRUNERS, TuneConfig, TuneError
 from tuning.objective import (
     INTERRUPTED_ATTR,
     objective,
@@ -62,7 +62,6 @@ from tuning.report import (
 )
 from tuning.space import (
     SPACE_ATTR,
-    TuneError,
     baseline_params,
     check_search_space,
     describe,
@@ -72,7 +71,6 @@ from tuning.space import (
 from tuning.storage import (
     StorageUnavailable,
     causes,
-    default_storage,
     open_storage,
     storage_lock,
 )
@@ -82,55 +80,8 @@ PRUNER_STARTUP_TRIALS = 2  # no pruning until this many trials have completed
 PRUNER_WARMUP_EPOCHS = 2  # nor during a trial's first epochs (learning-rate warm-up)
 MAX_FAILURES_IN_A_ROW = 3  # a worker whose trials keep failing (e.g. NaN loss) stops
 COUNTED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)  # what --n-trials counts
-PRUNERS = ("median", "hyperband", "none")
 HYPERBAND_REDUCTION = 3  # Optuna's default: a third of a bracket's trials go on each rung
 TUNING_KIND = "tuning"  # run_kind tag of a study's parent run (tracking.compare skips it)
-
-
-@dataclass(frozen=True)
-class TuneConfig:
-    model: str = "resnet50"  # registry key in models.MODELS
-    dataset: str = "digits"  # key in tracking.data.dataset.LOADERS
-    data_dir: str = ""  # folder data, or where Fashion-MNIST's IDX files are
-    n_trials: int = 20  # total trials of the study (complete + pruned), over all workers
-    timeout: float = 0.0  # seconds after which this worker starts no new trial (0 = none)
-    max_epochs: int = 10  # upper bound of the tuned epochs
-    study_name: str = ""  # "" = <model>-<dataset>
-    storage: str = ""  # SQLAlchemy URL; "" = optuna.db next to a SQLite MLflow store
-    seed: int = 0  # splits and initial weights; the sampler's is seed + trials so far
-    experiment: str = ""  # MLflow experiment; "" = <model>-tuning
-    limit: int = 0  # keep at most this many images, split afterwards (0 = all); for smoke runs
-    precision: str = "auto"  # Keras dtype policy of every trial (tracking.precision)
-    pruner: str = "median"  # one of PRUNERS
-    seeds_per_trial: int = 1  # seeds each trial trains; its value is their mean
-    final_test: bool = True  # score the best trial on the test split, register <model>-tuned
-    heartbeat_interval: int = 60  # seconds between a running trial's heartbeats
-    grace_period: int = 240  # a trial silent for this long belongs to a dead worker
-
-    def __post_init__(self) -> None:
-        for name in ("n_trials", "max_epochs", "seeds_per_trial", "heartbeat_interval",
-                     "grace_period"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise TuneError(f"{name} must be a positive integer, got {value!r}")
-        if not self.timeout >= 0:
-            raise TuneError(f"timeout must be a number of seconds >= 0, got {self.timeout!r}")
-        if self.pruner not in PRUNERS:
-            raise TuneError(f"pruner must be one of {', '.join(PRUNERS)}, got {self.pruner!r}")
-
-    def resolved(self) -> TuneConfig:
-        """Fill study name, storage and experiment left empty."""
-        return replace(self, study_name=self.study_name or f"{self.model}-{self.dataset}",
-                       storage=self.storage or default_storage(),
-                       experiment=self.experiment or f"{self.model}-tuning")
-
-    def base_config(self) -> Config:
-        """The training Config every trial starts from (raises ConfigError on bad input)."""
-        return Config(model=self.model, dataset=self.dataset, data_dir=self.data_dir,
-                      seed=self.seed, split_seed=self.seed,  # every trial on one split
-                      experiment=self.resolved().experiment,
-                      limit=self.limit, evaluate_test=False, precision=self.precision,
-                      checkpoint_every=0)  # a lost trial is retried whole, never resumed
 
 
 def default_pruner() -> optuna.pruners.BasePruner:
@@ -260,7 +211,7 @@ def run_trials(study: optuna.Study, config: TuneConfig, run_trial: Callable[...,
     return states
 
 
-def run_study(config: TuneConfig, *, data: Dataset | None = None,
+def run_tuning_study(config: TuneConfig, *, data: Dataset | None = None,
               pruner: optuna.pruners.BasePruner | None = None) -> dict[str, Any]:
     """Run trials of the study until its total or this worker's timeout, then report.
 

@@ -11,7 +11,8 @@ memory-mapped split shows as file-backed: page cache the kernel can drop).
 
 1. photos: `--photos` JPEGs of `--megapixels` each in two class folders (every fourth with an
    EXIF rotation), `--image-size 32`: the first load, then the cached one. With
-   `--baseline-module FILE` (another tracking/data/dataset.py, e.g. `git show REV:tracking/data/dataset.py`)
+   `--baseline-module FILE` (another module with `load_dataset`, e.g. `git show
+   REV:tracking/data.py` of a version before tracking/ was in wings)
    that one loads the first `--baseline-photos` photos too.
 2. fashion: Fashion-MNIST's 70,000 images as PNG files in class folders, copied (shifted by
    a pixel per copy) up to `--copies` files, `--image-size 32`: first and cached load.
@@ -69,7 +70,7 @@ def make_fashion(root: Path, total: int) -> int:
     """Fashion-MNIST (train + test) as PNGs in class folders, repeated up to `total` files;
     copy k is shifted k pixels to the right (wrapping), so no two files are alike."""
     # tracking.data.dataset imports Keras (seconds): only the cases that need Fashion-MNIST pay
-    from tracking.data.dataset import FASHION_FILES, fashion_search_dirs, read_idx
+    from tracking.data.loaders import FASHION_FILES, fashion_search_dirs, read_idx
 
     found = next(d for d in fashion_search_dirs(None)
                  if all((d / f).is_file() for f in FASHION_FILES.values()))
@@ -128,7 +129,8 @@ class PeakSampler(threading.Thread):
 
 def child(args: argparse.Namespace) -> dict[str, Any]:
     """One measured load (and, with --train-epoch, one tracked epoch); returns the figures."""
-    # imported here, after the choice: the baseline is another implementation of tracking.data.dataset
+    # imported here, after the choice: the baseline is another implementation of
+    # tracking.data.dataset
     if args.module:
         spec = importlib.util.spec_from_file_location("baseline_data", args.module)
         data_module = importlib.util.module_from_spec(spec)
@@ -159,7 +161,7 @@ def one_epoch(args: argparse.Namespace, data: Any) -> dict[str, Any]:
     import mlflow  # here: only the large case trains, and the loads measure without them
 
     from tracking.config import Config
-    from tracking.train import train
+    from tracking.training.loop import train
 
     mlflow.set_tracking_uri(f"sqlite:///{args.store}")
     sampler = PeakSampler()
@@ -184,8 +186,8 @@ def measure(name: str, data_dir: Path, image_size: int, cache: Path, *, limit: i
             module: str = "", train_epoch: bool = False, store: Path | None = None
             ) -> dict[str, Any]:
     """Run one measurement in a fresh interpreter (so its peak memory is its own)."""
-    cmd = [sys.executable, "-m", "tracking.benchmarks.data_loading", "--child", "--data-dir", str(data_dir),
-           "--image-size", str(image_size), "--limit", str(limit)]
+    cmd = [sys.executable, "-m", "tracking.benchmarks.data_loading", "--child",
+           "--data-dir", str(data_dir), "--image-size", str(image_size), "--limit", str(limit)]
     cmd += ["--module", module] if module else []
     cmd += ["--train-epoch", "--store", str(store)] if train_epoch else []
     env = {**os.environ, "KERAS_MLFLOW_SUITE_CACHE": str(cache), "TF_CPP_MIN_LOG_LEVEL": "2"}
@@ -252,13 +254,14 @@ def run_cases(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m tracking.benchmarks.data_loading", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m tracking.benchmarks.data_loading",
+        description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cases", default="photos,fashion,large")
     p.add_argument("--photos", type=int, default=300)
     p.add_argument("--megapixels", type=float, default=6.0)
     p.add_argument("--baseline-module", default="",
-                   help="another tracking/data/dataset.py to time on --baseline-photos photos")
+                   help="another module with load_dataset, timed on --baseline-photos photos")
     p.add_argument("--baseline-photos", type=int, default=60)
     p.add_argument("--copies", type=int, default=250_000, help="Fashion-MNIST files to write")
     p.add_argument("--large-limit", type=int, default=0, help="0 = above half the memory")

@@ -5,7 +5,7 @@ the tracked loop. Not a test: it prints the table docs/benchmarks.md keeps, from
     python -m tracking.benchmarks.precision [--models vgg19,resnet50] [--seeds 0,1,2]
         [--precisions float32,mixed_bfloat16] [--dataset digits] [--epochs 0] [--limit 0]
 
-Every (model, seed) trains once per precision with `tracking.train.train`, the precisions
+Every (model, seed) trains once per precision with `tracking.training.loop.train`, the precisions
 interleaved (their order alternates from seed to seed), so a shared machine's load drifts over
 both sides alike. Per run: the steady-state training speed (median `train_images_per_second`
 of the epochs after the first, which compiles) and `test_accuracy`. Per (model, precision):
@@ -34,7 +34,7 @@ from models import MODELS
 from tracking.cli import bad_input_exits, interrupt_status, sigterm_as_interrupt
 from tracking.config import Config
 from tracking.precision import PRECISIONS, device_kind
-from tracking.train import train
+from tracking.training.loop import train
 
 SPEED_METRIC = "train_images_per_second"
 

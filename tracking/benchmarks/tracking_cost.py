@@ -1,7 +1,7 @@
 """Benchmark: what does our tracking cost against what a user would otherwise run?
 
-    python -m tracking.benchmarks.tracking_cost [--models concat_cnn,vgg19] [--dataset digits] [--batch-size N]
-                             [--epochs 10] [--limit N] [--repeats 2] [--output outputs/bench.json]
+    python -m tracking.benchmarks.tracking_cost [--models concat_cnn,vgg19] [--dataset digits]
+        [--batch-size N] [--epochs 10] [--limit N] [--repeats 2] [--output outputs/bench.json]
 
 For each model, in one process, on the same data (in memory), model, optimizer, batch size
 and epochs, three sides, interleaved `--repeats` times (their order rotating each repeat, so a
@@ -10,8 +10,8 @@ noisy neighbour hurts every side alike):
 - bare: `model.fit(x, y, validation_data=...)`, then `model.evaluate` on the test split;
 - autolog: the same under `mlflow.keras.autolog()` (MLflow's own Keras integration: params,
   per-epoch metrics, the model), logging to the same kind of store as ours;
-- ours: `tracking.train.train` with everything on (per-epoch metrics and checkpoints, the test
-  evaluation, reports and figures, the logged model).
+- ours: `tracking.training.loop.train` with everything on (per-epoch metrics and checkpoints,
+  the test evaluation, reports and figures, the logged model).
 
 Per side: end-to-end wall seconds (data in memory to the model logged; bare logs nothing) and
 steady-state seconds per epoch, validation included, on one clock: `EpochTimer`'s epoch
@@ -38,12 +38,12 @@ import keras
 import mlflow
 
 from tracking.cli import bad_input_exits
-from tracking.config import Config
-from tracking.data.dataset import Dataset, load_for
+from tracking.config import Config, load_for
+from tracking.data.dataset import Dataset
 from tracking.store.connect import check_tracking_uri, ensure_experiment
-from tracking.train import train
 from tracking.training.callbacks import EpochTimer
 from tracking.training.classifier import build_classifier, compile_classifier
+from tracking.training.loop import train
 
 SIDES = ("bare", "autolog", "ours")
 
@@ -81,7 +81,7 @@ def autolog(config: Config, data: Dataset, timer: EpochTimer) -> None:
 
 
 def ours(config: Config, data: Dataset, timer: EpochTimer) -> None:
-    """`tracking.train.train`, everything on; the timer runs after the suite's callbacks."""
+    """`tracking.training.loop.train`, everything on; the timer runs after the suite's callbacks."""
     keras.backend.clear_session()
     train(config, data, callbacks=[timer])
 
@@ -135,7 +135,8 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m tracking.benchmarks.tracking_cost", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m tracking.benchmarks.tracking_cost",
+        description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", default="concat_cnn",
                    help="comma-separated registry names (default concat_cnn)")

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+TUNED_METRIC = "tuned_test_accuracy"  # a tuning study's parent run logs it
 VARIANT_TAG = "study_variant"  # on a fair study's final runs: RECIPE or TUNED
 RECIPE, TUNED = "recipe", "tuned"
 
@@ -60,7 +61,8 @@ class RunSummary:
 
 @dataclass
 class Latency:
-    """Inference cost of one model, measured in the report's process (tracking.comparison.latency)."""
+    """Inference cost of one model, measured in the report's process
+    (tracking.comparison.latency)."""
 
     ms_per_image: float  # batch of 1: median wall milliseconds per call
     images_per_second: float  # at `batch` images per call

@@ -23,8 +23,8 @@ import numpy as np
 from mlflow.exceptions import MlflowException
 
 from tracking.comparison.groups import Latency
+from tracking.machine import accelerators, keras_devices, processor_model
 from tracking.serving.pyfunc import MODEL_NAME, load_logged_classifier
-from tracking.training.provenance import accelerators, keras_devices, processor_model
 
 WARMUP_CALLS = 5
 LATENCY_REPEATS = 30

@@ -5,8 +5,8 @@
     result = paired_difference(a, b)              # difference, 95% CI, p-value, test used
     corrected = holm([r.p_value for r in results])
 
-The inputs are the runs' predictions tables (`tracking.evaluation.outcomes.read_predictions`), all on
-one test split: same `test_digest`, same images in the same order, so image j of one run is
+The inputs are the runs' predictions tables (`tracking.evaluation.outcomes.read_predictions`), all
+on one test split: same `test_digest`, same images in the same order, so image j of one run is
 image j of every other. What is computed:
 
 - McNemar's exact test (statsmodels `mcnemar(exact=True)`: the two-sided binomial test of

@@ -1,31 +1,43 @@
 """The comparison report: `comparison.md` and its figures, from the groups of runs.
 
 Per data set: the table of runs, the ranking with a verdict on each neighbouring gap, every
-pair judged on the same test images (`tracking.comparison.paired`), in a fair study each model at its
-recipe against it tuned with the budget spent, accuracy against cost (parameters, training
+pair judged on the same test images (`tracking.comparison.paired`), in a fair study each model at
+its recipe against it tuned with the budget spent, accuracy against cost (parameters, training
 seconds, inference latency) with the dominated models marked, calibration, and where the
 models go wrong."""
 
 from __future__ import annotations
 
+import os
+import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib.pyplot as plt
-import numpy as np
-from matplotlib.figure import Figure
+import mlflow
+from mlflow.exceptions import MlflowException
 
+from tracking.comparison.figures import common_mistakes_figure_name, write_figures
 from tracking.comparison.groups import (
     QUALITY_METRICS,
+    TUNED_METRIC,
     ModelGroup,
     TuningSummary,
+    group_runs,
     ranked_and_recipes,
+)
+from tracking.comparison.latency import run_latency
+from tracking.comparison.selection import (
+    ALL_EXPERIMENTS,
+    CompareError,
+    select_runs,
+    summarize,
+    tuning_summary,
 )
 from tracking.comparison.tables import (
     accuracy_cell,
     cost_lines,
-    cost_values,
     fmt,
     paired_lines,
     pareto_figure_name,
@@ -36,35 +48,13 @@ from tracking.comparison.verdicts import (
     PairVerdict,
     SharedMistakes,
     class_error_sentence,
-    dominators,
     gap_verdict,
     hardest_for_all,
     paired_verdicts,
     pct,
     shared_mistakes,
 )
-from tracking.evaluation.evaluate import ECE_BINS, reliability
-from tracking.evaluation.outcomes import probabilities_of
-from tracking.evaluation.plots import (
-    accuracy_by_model_figure,
-    confusion_matrices_figure,
-    curves_by_model_figure,
-    image_gallery_figure,
-    pareto_figure,
-    reliability_by_model_figure,
-)
-from tracking.store.ui import run_url
-
-TUNED_METRIC = "tuned_test_accuracy"  # a tuning study's parent run logs it
-# the figures of every report; confusion_matrices.png only when some run logged its matrix,
-# reliability_by_model.png when some logged its predictions table
-FIGURES = ("accuracy_by_model.png", "curves_by_model.png", "confusion_matrices.png",
-           "reliability_by_model.png")
-GALLERY_SIZE = 24  # images shown of those every model gets wrong
-
-
-def common_mistakes_figure_name(dataset: str) -> str:
-    return f"common_mistakes_{dataset}.png"
+from tracking.store.ui import run_url, ui_base_url
 
 
 def _epochs_cell(group: ModelGroup) -> str:
@@ -192,84 +182,94 @@ def _tuning_lines(t: TuningSummary, ui_base: str) -> list[str]:
     return lines + [""]
 
 
-def write_figures(groups: Sequence[ModelGroup], folder: Path) -> list[Path]:
-    """The comparison figures, written into `folder`; returns their paths (the confusion
-    matrices only when some run logged one, the reliability curves and the images every model
-    gets wrong only where runs logged predictions tables)."""
-    several = len({g.dataset for g in groups}) > 1
-    label = {id(g): f"{g.label} ({g.dataset})" if several else g.label for g in groups}
-    figures: dict[str, Figure] = {
-        "accuracy_by_model.png": accuracy_by_model_figure(
-            [label[id(g)] for g in groups], [g.accuracies for g in groups]),
-        "curves_by_model.png": curves_by_model_figure(
-            {label[id(g)]: [r.curves for r in g.runs] for g in groups}),
-    }
-    with_cm = [g for g in groups if g.confusion() is not None]
-    if with_cm:  # counts summed over a model's runs (a mean would round single misses away)
-        title = {id(g): label[id(g)] + (f" (sum of {g.n} runs)" if g.n > 1 else "")
-                 for g in with_cm}
-        figures["confusion_matrices.png"] = confusion_matrices_figure(
-            {title[id(g)]: g.confusion() for g in with_cm},
-            {title[id(g)]: g.runs[0].class_names for g in with_cm})
-    curves = {label[id(g)]: _pooled_reliability(g) for g in groups}
-    curves = {k: v for k, v in curves.items() if v is not None}
-    if curves:
-        figures["reliability_by_model.png"] = reliability_by_model_figure(curves, ECE_BINS)
+DEFAULT_OUTPUT = os.path.join("outputs", "comparison")
+REPORT_FILE = "comparison.md"
+
+
+@dataclass
+class Report:
+    path: Path  # comparison.md
+    groups: list[ModelGroup]
+    tuning: list[TuningSummary]
+    markdown: str
+    pairs: dict[str, list[PairVerdict]]  # per data set: every pair of its ranked models
+
+
+def build_report(
+    experiment_ids: Sequence[str], output: str | Path = DEFAULT_OUTPUT, *,
+    filter_string: str = "", parent_run_id: str = "", title: str = "",
+    ui_base: str | None = None, latency: bool = True,
+) -> Report:
+    """Select, read and judge the runs; write comparison.md and the figures into `output`.
+    With `latency`, each ranked model's inference latency is measured here
+    (tracking.comparison.latency,
+    from its first run's logged model).
+
+    Raises CompareError when no finished training run matches.
+    """
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    if parent_run_id:
+        try:
+            mlflow.MlflowClient().get_run(parent_run_id)
+        except MlflowException:
+            raise CompareError(f"--parent: no run {parent_run_id!r} in "
+                               f"{mlflow.get_tracking_uri()}") from None
+    training, tuning = select_runs(experiment_ids, filter_string, parent_run_id)
+    if not training:
+        where = [(f"in experiment {title}" if title != ALL_EXPERIMENTS else f"in {title}")
+                 if title else "",
+                 f"nested under run {parent_run_id}" if parent_run_id else "",
+                 f"matching filter {filter_string!r}" if filter_string else ""]
+        raise CompareError(
+            " ".join(["no finished training runs (with a test_accuracy)", *filter(None, where)])
+            + "; train some first (python -m tracking.train or python -m tracking.study)")
+    folder = Path(output)
+    folder.mkdir(parents=True, exist_ok=True)
+    client = mlflow.MlflowClient()
+    with tempfile.TemporaryDirectory(prefix="compare-") as scratch:
+        groups = group_runs([summarize(client, r, scratch) for r in training])
+    tunings = [tuning_summary(r) for r in tuning]
+    pairs = {}
     for dataset in dict.fromkeys(g.dataset for g in groups):
-        gallery = _common_mistakes_figure([g for g in groups if g.dataset == dataset])
-        if gallery is not None:
-            figures[common_mistakes_figure_name(dataset)] = gallery
         ranked, _ = ranked_and_recipes(groups, dataset)
-        costs = cost_values(ranked)
-        if len(ranked) > 1 and any(any(c is not None for c in v) for v in costs.values()):
-            accuracy = [g.mean for g in ranked]
-            figures[pareto_figure_name(dataset)] = pareto_figure(
-                [g.label for g in ranked], accuracy, costs,
-                {name: [bool(d) for d in dominators(accuracy, [[c] for c in values])]
-                 for name, values in costs.items()},
-                title=f"{dataset}: test accuracy against cost (hollow: dominated on that cost)")
-    paths = []
-    for name, fig in figures.items():
-        path = folder / name
-        fig.savefig(path, dpi=110, bbox_inches="tight")
-        plt.close(fig)
-        paths.append(path)
-    return paths
+        pairs[dataset] = paired_verdicts(ranked)
+        for g in ranked if latency else ():
+            g.latency = run_latency(g.runs[0].run_id)
+    selection = ("every run nested under " + parent_run_id[:8] if parent_run_id
+                 else f"every run matching `{filter_string}`" if filter_string
+                 else "the latest finished run of each model")
+    figures = [path.name for path in write_figures(groups, folder)]
+    markdown = render_markdown(groups, tunings, figures, experiment=title or ",".join(
+        experiment_ids), selection=selection, ui_base=ui_base_url(ui_base), pairs=pairs)
+    path = folder / REPORT_FILE
+    path.write_text(markdown)
+    return Report(path, groups, tunings, markdown, pairs)
 
 
-def _pooled_reliability(group: ModelGroup) -> tuple[np.ndarray, np.ndarray, float] | None:
-    """The reliability curve and ECE of a model's test predictions, pooled over its runs."""
-    frames = [r.predictions for r in group.runs if r.predictions is not None]
-    if not frames:
-        return None
-    probs = [probabilities_of(f) for f in frames]
-    correct = np.concatenate([p.argmax(axis=1) == f["true_label"].to_numpy()
-                              for p, f in zip(probs, frames, strict=True)])
-    rel = reliability(correct, np.concatenate([p.max(axis=1) for p in probs]))
-    return rel.confidence, rel.accuracy, rel.ece
-
-
-def _common_mistakes_figure(groups: Sequence[ModelGroup]) -> Figure | None:
-    """A gallery of the test images every model of one data set gets wrong (those whose
-    pictures the runs logged), with the true class and each model's answer."""
-    images, captions, total = [], [], 0
-    names = groups[0].runs[0].class_names if groups else []
-    for shared in shared_mistakes(groups):
-        total += len(shared.indices)
-        for n, (index, true) in enumerate(zip(shared.indices, shared.true_labels, strict=True)):
-            pictures = [r.mistake_images[index] for r in shared.runs if index in r.mistake_images]
-            if not pictures or len(images) >= GALLERY_SIZE:
-                continue
-            images.append(pictures[0])
-            answers = "\n".join(f"{model}: {_name(names, labels[n])}"
-                                 for model, labels in shared.predicted.items())
-            captions.append(f"#{index} true {_name(names, true)}\n{answers}")
-    if not images:
-        return None
-    return image_gallery_figure(np.stack(images), captions, title=(
-        f"{groups[0].dataset}: test images every model gets wrong ({len(images)} of {total} "
-        "shown, most confident first)"))
-
-
-def _name(names: Sequence[str], label: int) -> str:
-    return str(names[label]) if label < len(names) else str(label)
+def log_report(report: Report) -> None:
+    """Log comparison.md and the figures, and one mean/sd metric pair per model, to the
+    active run; tag it with the compared run ids."""
+    mlflow.log_artifacts(str(report.path.parent))
+    several = len({x.dataset for x in report.groups}) > 1
+    metrics = {}
+    for g in report.groups:
+        key = (f"{g.dataset}.{g.model}" if several else g.model) + (
+            f".{g.variant}" if g.variant else "")
+        metrics[f"mean_test_accuracy.{key}"] = g.mean
+        if g.std is not None:
+            metrics[f"sd_test_accuracy.{key}"] = g.std
+        metrics[f"runs.{key}"] = g.n
+        if g.latency is not None:
+            metrics[f"latency_ms.{key}"] = g.latency.ms_per_image
+            metrics[f"inference_images_per_second.{key}"] = g.latency.images_per_second
+    for dataset in dict.fromkeys(g.dataset for g in report.groups):
+        ranked, recipes = ranked_and_recipes(report.groups, dataset)
+        prefix = f"{dataset}." if several else ""
+        for rank, g in enumerate(ranked if recipes else (), 1):  # a fair study's
+            metrics[f"rank.{prefix}{g.model}"] = rank
+            recipe = next((r for r in recipes if r.model == g.model), None)
+            if recipe is not None:
+                metrics[f"tuning_gap.{prefix}{g.model}"] = g.mean - recipe.mean
+    mlflow.log_metrics(metrics)
+    ids = ",".join(r.run_id for g in report.groups for r in g.runs)
+    mlflow.set_tag("compared_runs", ids[:5000])

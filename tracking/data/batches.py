@@ -9,8 +9,8 @@ input to a whole number of batches and drops the padding's outputs: validation, 
 evaluation and the model signature then share one compiled predict step.
 
 Both read their images one batch at a time (`x[rows]`, `x[start:stop]`), so the arrays may be
-memory-mapped files larger than memory (folder data sets, `tracking.data.dataset`): only the batch in
-hand is copied into memory.
+memory-mapped files larger than memory (folder data sets, `tracking.data.dataset`): only the batch
+in hand is copied into memory.
 """
 
 from __future__ import annotations

@@ -24,8 +24,8 @@ from mlflow.models import infer_signature
 from mlflow.models.model import ModelInfo
 
 from tracking.data.batches import predict_padded
+from tracking.machine import model_requirements
 from tracking.serving.served_model import KERAS_MODEL
-from tracking.training.provenance import model_requirements
 
 MODEL_NAME = "model"  # runs:/<run id>/model
 SERVED_MODEL_CODE = Path(__file__).with_name("served_model.py")

@@ -31,15 +31,63 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 from collections.abc import Iterator
 
 import mlflow
+from mlflow.tracking import fluent
 
 from tracking.store.connect import ensure_experiment
-from tracking.training.callbacks import StopRun
-from tracking.training.offline import TrackingOffline, forget_active_run
 
+# The run's vocabulary: tags that say what a run is and whether its process lives
 MAX_TAG_LENGTH = 250  # stop_reason is shown in the UI's run header: keep it short
+HEARTBEAT_TAG = "heartbeat"  # unix seconds of the last completed epoch; see tracking.runs
+RUN_KIND_TAG = "run_kind"  # comparison / study / tuning parent runs carry it; training runs not
+TRIAL_TAG = "trial_number"  # set on every tuning trial's run
+HOST_TAG, PID_TAG = "host", "pid"  # where the run's process is (tracking.runs stale, resume)
+
+
+class StopRun(Exception):  # noqa: N818 - a signal, not an error, for the caller
+    """Raised inside training to end the run early with a given MLflow status and reason."""
+
+    status = "KILLED"
+
+    def __init__(self, reason: str, epoch: int | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.epoch = epoch
+
+
+class TrackingOffline(RuntimeError):
+    """The tracking server went away; the run's results were saved to this folder."""
+
+
+def forget_active_run() -> None:
+    """Drop the in-process active run without telling the (unreachable) server."""
+    try:
+        fluent._active_run_stack.get().clear()
+    except Exception:  # noqa: BLE001 - internals differ across versions; nothing to lose
+        pass
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process `pid` exists on this host (signal 0: no signal is sent)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def live_process(tags: dict[str, str]) -> str:
+    """"process P on HOST" when the run whose `run_tags` these are still has its process
+    alive on this host (other than this process), else ""."""
+    pid, host = tags.get(PID_TAG, ""), tags.get(HOST_TAG)
+    if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
+        return ""
+    return f"process {pid} on {host}" if process_alive(int(pid)) else ""
 
 
 def launched_experiment(default: str) -> str:
@@ -100,3 +148,4 @@ def tracked_run(experiment: str, run_name: str, *, tags: dict[str, str] | None =
             forget_active_run()
         else:
             mlflow.end_run(status=status)
+

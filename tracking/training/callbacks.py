@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import sys
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import keras
 import mlflow
@@ -28,25 +28,12 @@ from mlflow.entities import Metric, RunTag
 
 from tracking.data.batches import Padded
 from tracking.evaluation.evaluate import crossentropy
+from tracking.store.lifecycle import HEARTBEAT_TAG, StopRun
+from tracking.training.checkpoints import CheckpointStore
 from tracking.training.classifier import seed_states
 
-if TYPE_CHECKING:  # tracking.training.checkpoints imports this module (its StartPoint makes stoppers)
-    from tracking.training.checkpoints import CheckpointStore
-
-HEARTBEAT_TAG = "heartbeat"  # unix seconds of the last completed epoch; see tracking.runs
 VAL_SECONDS = "val_seconds"  # logs key: seconds of this epoch's validation pass
 MLFLOW_BATCH_LIMIT = 1000  # metrics per log_batch call
-
-
-class StopRun(Exception):  # noqa: N818 - a signal, not an error, for the caller
-    """Raised inside training to end the run early with a given MLflow status and reason."""
-
-    status = "KILLED"
-
-    def __init__(self, reason: str, epoch: int | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.epoch = epoch
 
 
 class NonFiniteLoss(StopRun):

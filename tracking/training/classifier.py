@@ -20,7 +20,8 @@ from keras import layers
 
 from models import Recipe, build_model
 from tracking.config import Config, ConfigError
-from tracking.data.dataset import FLIP_SAFE, Dataset
+from tracking.data.dataset import Dataset
+from tracking.data.loaders import FLIP_SAFE
 from tracking.precision import precision_policy
 
 

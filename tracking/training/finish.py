@@ -27,8 +27,8 @@ def finish_run(model: keras.Model, config: Config, data: Dataset,
     `epochs` is the per-epoch history (one dict of metrics per epoch), `best_epoch` the 1-based
     epoch whose weights `model` holds. Logs `best_epoch`, `epochs_run`, `train_seconds`,
     `best_val_accuracy`, `training_curves.png`, the test evaluation (when
-    `config.evaluate_test`: `tracking.evaluation.evaluate.log_evaluation`) and the model (uint8 images in,
-    probabilities out; its metadata holds `class_names`, in label order). Returns
+    `config.evaluate_test`: `tracking.evaluation.evaluate.log_evaluation`) and the model (uint8
+    images in, probabilities out; its metadata holds `class_names`, in label order). Returns
     run_id, config, best_epoch, epochs_run, val_accuracy and val_loss (at the best epoch),
     train_seconds, history ({metric: [per epoch]}), model_uri, logged_model_uri, timings
     (`timings` plus evaluate_seconds and log_model_seconds) and, with a test evaluation, the

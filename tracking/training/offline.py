@@ -24,18 +24,15 @@ from typing import Any
 import keras
 import mlflow
 from mlflow.entities import Metric
-from mlflow.tracking import fluent
 
-from tracking.data.dataset import load_for
+from tracking.config import load_for
 from tracking.store.connect import tracking_reachable
-from tracking.training.checkpoints import atomic_save, config_from_params, drop_checkpoints
+from tracking.store.lifecycle import TrackingOffline
+from tracking.training.checkpoints import atomic_save, drop_checkpoints
 from tracking.training.finish import finish_run
+from tracking.training.resume import config_from_params
 
 OFFLINE_ROOT = "mlflow-offline"  # relative to the working directory
-
-
-class TrackingOffline(RuntimeError):
-    """The tracking server went away; the run's results were saved to this folder."""
 
 
 def save_offline(run_id: str, model: keras.Model, history: list[dict[str, float]],
@@ -48,14 +45,6 @@ def save_offline(run_id: str, model: keras.Model, history: list[dict[str, float]
              "pending": [m.to_dictionary() for m in pending]}
     atomic_save(folder / "state.json", lambda p: Path(p).write_text(json.dumps(state)))
     return folder
-
-
-def forget_active_run() -> None:
-    """Drop the in-process active run without telling the (unreachable) server."""
-    try:
-        fluent._active_run_stack.get().clear()
-    except Exception:  # noqa: BLE001 - internals differ across versions; nothing to lose
-        pass
 
 
 @contextlib.contextmanager

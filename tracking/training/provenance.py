@@ -19,15 +19,10 @@ inputs with digests.
 
 from __future__ import annotations
 
-import importlib.metadata
-import json
 import os
-import platform
 import socket
 import subprocess
-import tempfile
 import warnings
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,22 +30,14 @@ from typing import Any
 import keras
 import mlflow
 import numpy as np
-from mlflow.exceptions import MlflowException
-from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
 
 from tracking.config import Config, param_text, same_param
 from tracking.data.dataset import Dataset, data_digest
+from tracking.evaluation.class_names import class_names_param, log_class_names
+from tracking.machine import installed_packages, library_versions, machine
 
-try:
-    import pynvml  # nvidia-ml-py: optional, only useful where an NVIDIA GPU exists
-except ImportError:
-    pynvml = None
-
-LIBRARIES = ("keras", "mlflow", "tensorflow", "jax", "torch", "numpy", "scikit-learn")
-BACKEND_LIBRARY = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
 COMMIT_TAG = "mlflow.source.git.commit"  # MLflow's own tag; we set it for every entry point
 DIRTY_TAG = "git_dirty"
-CLASS_NAMES_FILE = "class_names.json"  # {"<label index>": "<class name>"}
 MAX_DIFF_CHARS = 5_000_000  # a larger diff is cut, and the file says so
 
 
@@ -88,123 +75,6 @@ def source_state(folder: str | Path | None = None) -> SourceState | None:
     return SourceState(commit, bool(changed), diff)
 
 
-def library_versions() -> dict[str, str]:
-    """`keras_backend` and `<library>_version` for each installed library of LIBRARIES."""
-    versions = {"keras_backend": keras.backend.backend()}
-    for lib in LIBRARIES:
-        try:
-            versions[f"{lib.replace('-', '_')}_version"] = importlib.metadata.version(lib)
-        except importlib.metadata.PackageNotFoundError:
-            pass
-    return versions
-
-
-def model_requirements() -> list[str]:
-    """Pinned requirements of the logged model (mlflow, keras, the backend, numpy): MLflow then
-    needs no slow inference subprocess to guess them."""
-    libs = ["mlflow", "keras", BACKEND_LIBRARY.get(keras.backend.backend(), "tensorflow"),
-            "numpy"]
-    reqs = []
-    for lib in libs:
-        try:
-            reqs.append(f"{lib}=={importlib.metadata.version(lib)}")
-        except importlib.metadata.PackageNotFoundError:
-            reqs.append(lib)
-    return reqs
-
-
-def processor_model() -> str:
-    """The CPU's model name."""
-    # /proc/cpuinfo names the model on Linux, where platform.processor() gives only "x86_64"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith(("model name", "hardware")):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def visible_gpu(index: int, uuid: str) -> bool:
-    """Whether CUDA_VISIBLE_DEVICES (indices or GPU-UUIDs; unset = all) lets the run use the
-    GPU that NVML numbers `index`."""
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is None:
-        return True
-    entries = [e.strip() for e in visible.split(",") if e.strip()]
-    return str(index) in entries or any(uuid.startswith(e) for e in entries
-                                        if e.startswith("GPU-"))
-
-
-def accelerators() -> dict[str, str]:
-    """`accelerator` (model, "N x model" for several), `accelerator_driver` and
-    `accelerator_memory_mb` (each GPU's) of the NVIDIA GPUs this process may use, through
-    NVML (nvidia-ml-py); {} without it or without a GPU."""
-    if pynvml is None:
-        return {}
-    try:
-        pynvml.nvmlInit()
-    except pynvml.NVMLError:
-        return {}
-    try:
-        gpus = []
-        for i in range(pynvml.nvmlDeviceGetCount()):
-            handle = pynvml.nvmlDeviceGetHandleByIndex(i)
-            if visible_gpu(i, _text(pynvml.nvmlDeviceGetUUID(handle))):
-                gpus.append((_text(pynvml.nvmlDeviceGetName(handle)),
-                             pynvml.nvmlDeviceGetMemoryInfo(handle).total // 2**20))
-        driver = _text(pynvml.nvmlSystemGetDriverVersion())
-    except pynvml.NVMLError:
-        return {}
-    finally:
-        pynvml.nvmlShutdown()
-    if not gpus:
-        return {}
-    models = sorted({name for name, _ in gpus})
-    return {"accelerator": ", ".join(models) if len(gpus) == 1 or len(models) > 1
-            else f"{len(gpus)} x {models[0]}",
-            "accelerator_driver": driver,
-            "accelerator_memory_mb": ",".join(str(mb) for _, mb in gpus)}
-
-
-def _text(value: str | bytes) -> str:
-    """NVML strings: bytes in older nvidia-ml-py releases, str in newer ones."""
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def keras_devices() -> str:
-    """The devices the Keras backend sees (`keras.distribution.list_devices`), comma-joined."""
-    try:
-        return ",".join(keras.distribution.list_devices())
-    except (NotImplementedError, RuntimeError, ValueError):  # a backend without the listing
-        return ""
-
-
-def machine() -> dict[str, str]:
-    """Params of the machine: Python, processor, usable cores, Keras's devices and the GPUs."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {"python_version": platform.python_version(), "cpu_model": processor_model(),
-            "cpu_count": str(cores), "keras_devices": keras_devices(), **accelerators()}
-
-
-def installed_packages() -> str:
-    """Every installed distribution, `name==version` a line as `pip freeze` lists them, sorted;
-    an editable or direct-URL install says where from."""
-    # importlib.metadata rather than a `pip freeze` subprocess: pip need not be installed,
-    # and no second interpreter starts
-    lines = set()
-    for dist in importlib.metadata.distributions():
-        name = dist.metadata["Name"]
-        if not name:
-            continue
-        line = f"{name}=={dist.version}"
-        url = dist.read_text("direct_url.json")
-        if url:
-            line += f"  # from {json.loads(url).get('url', '?')}"
-        lines.add(line)
-    return "\n".join(sorted(lines, key=str.lower)) + "\n"
-
-
 def run_tags(config: Config, extra: dict[str, str] | None = None,
              source: SourceState | None = None) -> dict[str, str]:
     """Tags set when a run starts: model, dataset, host and pid (for `tracking.runs stale`),
@@ -217,26 +87,6 @@ def run_tags(config: Config, extra: dict[str, str] | None = None,
         tags[COMMIT_TAG] = source.commit
         tags[DIRTY_TAG] = str(source.dirty).lower()
     return tags
-
-
-def process_alive(pid: int) -> bool:
-    """Whether process `pid` exists on this host (signal 0: no signal is sent)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
-
-
-def live_process(tags: dict[str, str]) -> str:
-    """"process P on HOST" when the run whose `run_tags` these are still has its process
-    alive on this host (other than this process), else ""."""
-    pid, host = tags.get("pid", ""), tags.get("host")
-    if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
-        return ""
-    return f"process {pid} on {host}" if process_alive(int(pid)) else ""
 
 
 def run_params(requested: Config, config: Config, model: keras.Model, data: Dataset,
@@ -264,37 +114,6 @@ def run_params(requested: Config, config: Config, model: keras.Model, data: Data
         "data_source": data.source,
         "train_pixel_mean": round(pixel_mean(data.x_train), 2),
     }
-
-
-def class_names_param(class_names: Sequence[str]) -> dict[str, str]:
-    """`class_names` comma-joined, only where that is exact: no name holds a comma and MLflow
-    keeps the whole text (it would cut a longer one silently); else {}."""
-    joined = ",".join(class_names)
-    if any("," in name for name in class_names) or len(joined) > MAX_PARAM_VAL_LENGTH:
-        return {}
-    return {"class_names": joined}
-
-
-def log_class_names(class_names: Sequence[str]) -> None:
-    """Log `class_names.json` ({"<label index>": "<name>"}) to the active run: the map from
-    the label indices of per-class metric keys and predictions to the class names."""
-    mlflow.log_dict({str(i): str(name) for i, name in enumerate(class_names)}, CLASS_NAMES_FILE)
-
-
-def read_class_names(run_id: str) -> tuple[str, ...] | None:
-    """The class names run `run_id` logged in `class_names.json`, in label order; None when it
-    logged none (runs from before the file existed). Raises ValueError on a malformed file."""
-    with tempfile.TemporaryDirectory() as scratch:
-        try:
-            path = mlflow.artifacts.download_artifacts(
-                run_id=run_id, artifact_path=CLASS_NAMES_FILE, dst_path=scratch)
-        except (MlflowException, OSError):
-            return None
-        mapping = json.loads(Path(path).read_text(encoding="utf-8"))
-    if not isinstance(mapping, dict) or set(mapping) != {str(i) for i in range(len(mapping))}:
-        raise ValueError(f"{CLASS_NAMES_FILE} of run {run_id} is not a map from the indices "
-                         "0..n-1 to names")
-    return tuple(str(mapping[str(i)]) for i in range(len(mapping)))
 
 
 def pixel_mean(images: np.ndarray, sample: int = 1000) -> float:

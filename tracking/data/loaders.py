@@ -1,0 +1,185 @@
+"""The data sets the suite knows, one loader each: name -> images and labels, not split yet.
+
+    raw = LOADERS["fashion_mnist"](data_dir=None)   # RawData: x (N, 28, 28) uint8, y, its test part
+    raw = LOADERS["folder"](data_dir="photos/")     # RawData: x the image files, not read yet
+
+Adding a data set is one loader (a function `(data_dir: str | None) -> RawData`) and one line
+in `LOADERS`. `tracking.data.dataset.load_dataset` splits and resizes what a loader returns.
+Fashion-MNIST is read from its IDX files (Keras's cache, Debian's `dataset-fashion-mnist` under
+/usr/share/datasets/fashion-mnist, or --data-dir); MNIST and CIFAR-10 come through
+`keras.datasets` (its cache or a download); digits is scikit-learn's embedded `load_digits`.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+from sklearn.datasets import load_digits as sklearn_digits
+
+from tracking.data.images import IMAGE_SUFFIXES, ImageFile, list_images
+from tracking.errors import UsageError
+
+FASHION_FILES = {
+    "x_train": "train-images-idx3-ubyte.gz",
+    "y_train": "train-labels-idx1-ubyte.gz",
+    "x_test": "t10k-images-idx3-ubyte.gz",
+    "y_test": "t10k-labels-idx1-ubyte.gz",
+}
+FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                   "Sneaker", "Bag", "Ankle boot")
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
+                   "ship", "truck")
+DEBIAN_FASHION_DIR = "/usr/share/datasets/fashion-mnist"
+
+
+# data sets whose classes keep their meaning under a left-right mirror (augmentation flips them)
+FLIP_SAFE = {"fashion_mnist", "cifar10"}
+
+
+class DataError(UsageError):
+    """A data set cannot be found or read; the message says where and how to fix it."""
+
+
+@dataclass(frozen=True)
+class ImageFiles:
+    """A folder's image files, not read yet: `load_dataset` reads those it keeps."""
+
+    root: Path
+    files: tuple[ImageFile, ...]
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+
+@dataclass(frozen=True)
+class RawData:
+    """What a loader returns: images (N, H, W[, C]) uint8 or files, integer labels, and its
+    test part."""
+
+    x: np.ndarray | ImageFiles
+    y: np.ndarray
+    class_names: tuple[str, ...]
+    source: str
+    x_test: np.ndarray | None = None
+    y_test: np.ndarray | None = None
+
+
+def read_idx(path: str | Path) -> np.ndarray:
+    """Read an IDX file (optionally gzipped), as used by MNIST and Fashion-MNIST."""
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
+        raise DataError(f"{path} is not an unsigned-byte IDX file")
+    ndim = data[3]
+    dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    count = int(np.prod(dims))
+    offset = 4 + 4 * ndim
+    if len(data) - offset < count:
+        raise DataError(f"{path} is truncated: {len(data) - offset} of {count} bytes")
+    return np.frombuffer(data, np.uint8, count=count, offset=offset).reshape(dims)
+
+
+def fashion_search_dirs(data_dir: str | None) -> list[Path]:
+    """Where Fashion-MNIST's IDX files are looked for, in order."""
+    keras_home = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras"))
+    dirs = [keras_home / "datasets" / "fashion-mnist", Path(DEBIAN_FASHION_DIR)]
+    return ([Path(data_dir)] if data_dir else []) + dirs
+
+
+def load_digits(data_dir: str | None = None) -> RawData:
+    """scikit-learn's bundled 8x8 digits (1,797 images, values 0-16): offline, always there."""
+    bunch = sklearn_digits()
+    x = np.round(bunch.images * (255.0 / 16.0)).astype(np.uint8)
+    return RawData(x, bunch.target.astype(np.int64), tuple(str(c) for c in range(10)),
+                   "sklearn.datasets.load_digits")
+
+
+def load_fashion_mnist(data_dir: str | None = None) -> RawData:
+    """Fashion-MNIST from local IDX files (see `fashion_search_dirs`), else keras.datasets."""
+    searched = fashion_search_dirs(data_dir)
+    for d in searched:
+        if all((d / f).is_file() for f in FASHION_FILES.values()):
+            if data_dir and d != Path(data_dir) and Path(data_dir).resolve() != Path.cwd():
+                # the folder you run from is what `mlflow run` passes when none was named
+                print(f"warning: --data-dir {data_dir} holds no Fashion-MNIST IDX files; "
+                      f"reading them from {d}", file=sys.stderr)
+            arrays = {k: read_idx(d / f) for k, f in FASHION_FILES.items()}
+            return RawData(arrays["x_train"], arrays["y_train"].astype(np.int64), FASHION_CLASSES,
+                           str(d), arrays["x_test"], arrays["y_test"].astype(np.int64))
+    try:
+        return _from_keras("fashion_mnist", FASHION_CLASSES)
+    except DataError as err:
+        places = ", ".join(str(d) for d in searched)
+        raise DataError(
+            f"Fashion-MNIST not found: looked for {', '.join(FASHION_FILES.values())} in {places}, "
+            f"and the download failed ({err}). Install Debian's dataset-fashion-mnist package or "
+            "pass --data-dir DIR holding the four files."
+        ) from None
+
+
+def _from_keras(name: str, class_names: tuple[str, ...]) -> RawData:
+    try:
+        (x, y), (xt, yt) = getattr(keras.datasets, name).load_data()
+    except Exception as err:  # network errors come in many types
+        raise DataError(
+            f"keras.datasets.{name} could not be loaded (offline? {type(err).__name__}: {err}); "
+            f"put its file in $KERAS_HOME/datasets (default ~/.keras/datasets) and retry"
+        ) from None
+    return RawData(x, y.reshape(-1).astype(np.int64), class_names, f"keras.datasets.{name}",
+                   xt, yt.reshape(-1).astype(np.int64))
+
+
+def load_mnist(data_dir: str | None = None) -> RawData:
+    """MNIST through keras.datasets (its cache or a download)."""
+    return _from_keras("mnist", tuple(str(c) for c in range(10)))
+
+
+def load_cifar10(data_dir: str | None = None) -> RawData:
+    """CIFAR-10 through keras.datasets (its cache or a download)."""
+    return _from_keras("cifar10", CIFAR10_CLASSES)
+
+
+def load_folder(data_dir: str | None = None) -> RawData:
+    """Images in `data_dir/<class name>/**/*.png|jpg|...`, the layout of
+    `keras.utils.image_dataset_from_directory`: listed here (see `tracking.data.images.list_images`
+    for what counts), read by `load_dataset` once it knows which files it keeps.
+    """
+    if not data_dir:
+        raise DataError(
+            "--dataset folder needs --data-dir PATH (one subfolder of images per class)"
+        )
+    root = Path(data_dir)
+    if not root.is_dir():
+        raise DataError(f"data folder {root} does not exist or is not a folder")
+    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if len(class_dirs) < 2:
+        raise DataError(f"data folder {root} must hold at least two class subfolders, "
+                        f"found {len(class_dirs)}")
+    files: list[ImageFile] = []
+    labels: list[int] = []
+    for label, class_dir in enumerate(class_dirs):
+        found = list_images(class_dir, root)
+        if not found:
+            raise DataError(f"class folder {class_dir} has no readable images "
+                            f"({', '.join(sorted(IMAGE_SUFFIXES))})")
+        files += found
+        labels += [label] * len(found)
+    return RawData(ImageFiles(root, tuple(files)), np.asarray(labels, np.int64),
+                   tuple(p.name for p in class_dirs), str(root.resolve()))
+
+
+LOADERS: dict[str, Callable[..., RawData]] = {
+    "digits": load_digits,
+    "fashion_mnist": load_fashion_mnist,
+    "mnist": load_mnist,
+    "cifar10": load_cifar10,
+    "folder": load_folder,
+}
