@@ -22,6 +22,7 @@ from tracking.config import Config, ConfigError
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow  # guards the benchmark only (CI runs it: -m slow)
 def test_bench_measures_bare_autolog_and_ours(tmp_path: Path, monkeypatch, capsys) -> None:
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "bench.json"

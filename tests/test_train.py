@@ -211,6 +211,7 @@ def write_folder_dataset(root: Path, classes: tuple[str, ...] = ("cat", "dog"),
             Image.fromarray(pixels.astype(np.uint8)).save(root / name / f"{i}.png")
 
 
+@pytest.mark.slow  # quoting edge cases of mlflow run; the plain path is the smoke test
 def test_mlflow_run_takes_odd_parameter_values(mlflow_uri: str, tmp_path: Path) -> None:
     """Quotes, spaces, `=`, non-ASCII and a relative path in -P values, and an empty value
     for `auto`: taken as the shell passed them; the relative path against the caller's folder.
