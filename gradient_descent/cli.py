@@ -21,7 +21,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import mlflow
 from mlflow.entities import Metric
@@ -40,7 +40,7 @@ from gradient_descent.core import (
     grid_starts,
 )
 from gradient_descent.plot import plot_grid, plot_single
-from tracking.cli import output_folder
+from tracking.cli import CommandParser, output_folder
 from tracking.store.connect import ensure_experiment, prepare_store
 
 DEFAULT_EXPERIMENT = "gradient-descent"
@@ -81,16 +81,9 @@ def _name(text: str) -> str:
     return text
 
 
-class _Parser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors are one line (no usage block), still exit status 2."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The command's arguments; each type check raises a one-line error naming the problem."""
-    parser = _Parser(
+    parser = CommandParser(
         prog="python -m gradient_descent",
         description="Gradient descent on f(x, y) = x^2 + y^2 + x(y + 2) + cos(3x), "
         "tracked in MLflow (MLFLOW_TRACKING_URI).",

@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 import keras  # noqa: E402
 
 from models import MODELS, Recipe, options  # noqa: E402
-from tracking.cli import auto_or_number  # noqa: E402
+from tracking.cli import CommandParser, auto_or_number  # noqa: E402
 from tracking.config import Config, load_for  # noqa: E402
 from tracking.data.dataset import Dataset  # noqa: E402
 from tracking.training.loop import train  # noqa: E402
@@ -98,7 +98,7 @@ def check_model(name: str, data: Dataset, args: argparse.Namespace,
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__,
+    p = CommandParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", default="concat_cnn,vgg19,resnet50,densenet121",
                    help=f"comma-separated, of {', '.join(MODELS)} (fastest first)")

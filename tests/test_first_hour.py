@@ -3,6 +3,7 @@ texts are quiet and short, the same seed gives the same numbers."""
 
 from __future__ import annotations
 
+import importlib
 import os
 import subprocess
 import sys
@@ -63,6 +64,39 @@ def test_help_is_quiet_and_for_users(module: str) -> None:
     assert len(out.stdout.splitlines()) < 80
     for internal in ("advisory", "OutageGuard", "RDBStorage", "heartbeat"):
         assert internal not in out.stdout
+
+
+@pytest.mark.parametrize("module, argv", [
+    ("tracking.train", ["--model", "vgg16"]),  # a misspelt -P model=... under mlflow run
+    ("tracking.train", ["--epochs", "-3"]),
+    ("tracking.study", ["--seeds", "0"]),
+    ("tracking.compare", ["--experiment", "no-such-experiment"]),
+    ("tracking.predict", ["--run-id", "nosuchrun", "missing.png"]),
+    ("tracking.promote", ["--run-id", "nosuchrun"]),
+    ("tracking.runs", ["stale", "--older-than", "-1"]),
+    ("tracking.server", ["--bogus"]),
+    ("tuning", ["--model", "vgg16"]),
+    ("tuning.optuna_resnet", ["--n-trials", "0"]),
+    ("gradient_descent", ["--learning-rate", "-1"]),
+])
+def test_bad_input_is_one_line_and_exit_2_for_every_command(
+        module: str, argv: list[str], mlflow_uri: str, capsys) -> None:
+    """argparse's usage block is never printed before the error (it was 16 lines for train):
+    stderr holds `python -m MODULE: error: ... (see --help)` alone."""
+    import mlflow
+
+    mlflow.MlflowClient().search_experiments()  # the store exists, as under mlflow run
+    capsys.readouterr()
+    package = module in ("tuning", "gradient_descent")
+    main = importlib.import_module(f"{module}.__main__" if package else module).main
+    try:
+        code = main(argv)
+    except SystemExit as stop:
+        code = stop.code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1 and err[0].startswith(f"python -m {module}: error: "), err
+    assert err[0].endswith("(see --help)")
 
 
 def test_deterministic_is_a_logged_setting(mlflow_uri: str, capsys) -> None:

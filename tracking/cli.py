@@ -25,6 +25,15 @@ from tracking.errors import UsageError
 from tracking.store.connect import TrackingServerError, check_tracking_uri
 
 
+class CommandParser(argparse.ArgumentParser):
+    """argparse's parser for every command of the suite, whose errors are one line on stderr,
+    `prog: error: message (see --help)`, with exit status 2: argparse's own usage block (16
+    lines for tracking.train) would bury the line that matters, under `mlflow run` too."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def unquote(text: str) -> str:
     """`text` without surrounding blanks and one pair of quotes (as `mlflow run` may pass it)."""
     return text.strip().strip("'\"")

@@ -37,7 +37,7 @@ from collections.abc import Sequence
 import mlflow
 from mlflow.exceptions import MlflowException
 
-from tracking.cli import bad_input_exits, output_folder, unquote
+from tracking.cli import CommandParser, bad_input_exits, output_folder, unquote
 from tracking.comparison.report import DEFAULT_OUTPUT, build_report, log_report
 from tracking.comparison.selection import (
     ALL_EXPERIMENTS,
@@ -51,7 +51,7 @@ from tracking.store.ui import UI_URL_ENV, publish_runs_view, runs_table_url
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m tracking.compare", description=__doc__,
+    p = CommandParser(prog="python -m tracking.compare", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--experiment", default="",
                    help="experiment name (default: every experiment, or the launched run's "

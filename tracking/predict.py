@@ -31,7 +31,7 @@ import mlflow
 import numpy as np
 from mlflow.exceptions import MlflowException
 
-from tracking.cli import bad_input_exits, number, unquote
+from tracking.cli import CommandParser, bad_input_exits, number, unquote
 from tracking.data.images import read_image
 from tracking.errors import UsageError
 from tracking.evaluation.class_names import read_class_names
@@ -187,7 +187,7 @@ def _int(value: str | None) -> int | None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m tracking.predict", description=__doc__,
+    p = CommandParser(prog="python -m tracking.predict", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--run-id", default="", help="the training run whose model to use")

@@ -27,12 +27,12 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from tracking.cli import bad_input_exits, unquote
+from tracking.cli import CommandParser, bad_input_exits, unquote
 from tracking.comparison.promotion import format_promotion, promote
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m tracking.promote", description=__doc__,
+    p = CommandParser(prog="python -m tracking.promote", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run-id", required=True, help="the candidate: a finished training run")
     p.add_argument("--runs", default="",

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import mlflow
 
-from tracking.cli import bad_input_exits
+from tracking.cli import CommandParser, bad_input_exits
 from tracking.store.lifecycle import HEARTBEAT_TAG, process_alive
 from tracking.training.offline import AlreadyUploaded, upload_offline
 
@@ -51,7 +51,7 @@ def stale_runs(experiment_ids: Sequence[str], older_than_s: float) -> list[tuple
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m tracking.runs", description=__doc__,
+    p = CommandParser(prog="python -m tracking.runs", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("stale", help="find (and --mark) RUNNING runs whose process died")

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import mlflow
 from mlflow.entities import Experiment
 
-from tracking.cli import number, unquote
+from tracking.cli import CommandParser, number, unquote
 from tracking.comparison.selection import is_training_run, search_finished
 from tracking.store.connect import (
     CHECK_TIMEOUT_SECONDS,
@@ -31,7 +31,7 @@ from tracking.store.ui import UI_URL_ENV, publish_runs_view, runs_table_url
 def main(argv: Sequence[str] | None = None) -> int:
     """`check`: exit 2 with the reason when the server is unreachable; `ui`: publish the view
     and print the runs-table address."""
-    parser = argparse.ArgumentParser(prog="python -m tracking.server", description=__doc__,
+    parser = CommandParser(prog="python -m tracking.server", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     check = sub.add_parser("check", help="is the tracking server reachable?")

@@ -43,6 +43,7 @@ import numpy as np
 
 from models import MODELS
 from tracking.cli import (
+    CommandParser,
     auto_or_number,
     bad_input_exits,
     boolean,
@@ -300,7 +301,7 @@ def promote_best(report: Report) -> Any:
 
 def build_parser() -> argparse.ArgumentParser:
     d = StudyConfig()
-    p = argparse.ArgumentParser(prog="python -m tracking.study", description=__doc__,
+    p = CommandParser(prog="python -m tracking.study", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", default=d.dataset)
     p.add_argument("--data-dir", default=d.data_dir)

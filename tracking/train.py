@@ -19,6 +19,7 @@ import mlflow
 
 from models import MODELS
 from tracking.cli import (
+    CommandParser,
     auto_or_number,
     bad_input_exits,
     boolean,
@@ -39,7 +40,7 @@ from tracking.training.resume import resume_config
 
 def build_parser() -> argparse.ArgumentParser:
     d = Config()
-    p = argparse.ArgumentParser(prog="python -m tracking.train", description=__doc__,
+    p = CommandParser(prog="python -m tracking.train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=d.model, help=f"one of {', '.join(MODELS)}")
     p.add_argument("--dataset", default=d.dataset, help=f"one of {', '.join(LOADERS)}")

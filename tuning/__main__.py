@@ -15,8 +15,15 @@ seeds. `python -m tuning.optuna_resnet` is the same command with ResNet-50 as it
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 
 from tuning import cli
 
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m tuning`: the tuning command for any registered model (--model)."""
+    return cli.main(cli.build_parser("python -m tuning", __doc__, None), argv)
+
+
 if __name__ == "__main__":
-    sys.exit(cli.main(cli.build_parser("python -m tuning", __doc__, None)))
+    sys.exit(main())

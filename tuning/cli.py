@@ -8,7 +8,13 @@ import sys
 from collections.abc import Sequence
 
 from models import MODELS
-from tracking.cli import bad_input_exits, interrupt_status, number, sigterm_as_interrupt
+from tracking.cli import (
+    CommandParser,
+    bad_input_exits,
+    interrupt_status,
+    number,
+    sigterm_as_interrupt,
+)
 from tracking.config import load_for
 from tracking.data.loaders import LOADERS
 from tracking.precision import PRECISIONS
@@ -28,7 +34,7 @@ EPILOG = ("Every trial is a nested MLflow run of the study's parent run; the bes
 def build_parser(prog: str, description: str, model: str | None) -> argparse.ArgumentParser:
     """The tuning flags; `model` is the default of --model (None: --model is required)."""
     d = TuneConfig()
-    p = argparse.ArgumentParser(prog=prog, description=description, epilog=EPILOG,
+    p = CommandParser(prog=prog, description=description, epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=model, required=model is None,
                    help=f"one of {', '.join(MODELS)}")

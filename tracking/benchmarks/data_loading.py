@@ -40,6 +40,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from tracking.cli import CommandParser
+
 FASHION_NAMES = ("tshirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt",
                  "sneaker", "bag", "boot")
 ORIENTATION = 0x0112  # EXIF tag
@@ -254,7 +256,7 @@ def run_cases(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m tracking.benchmarks.data_loading",
+    p = CommandParser(prog="python -m tracking.benchmarks.data_loading",
         description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cases", default="photos,fashion,large")

@@ -20,7 +20,6 @@ its accuracy within that spread - the `auto candidate` column (issue 15). Runs g
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
@@ -31,7 +30,7 @@ from typing import Any
 import mlflow
 
 from models import MODELS
-from tracking.cli import bad_input_exits, interrupt_status, sigterm_as_interrupt
+from tracking.cli import CommandParser, bad_input_exits, interrupt_status, sigterm_as_interrupt
 from tracking.config import Config
 from tracking.precision import PRECISIONS, device_kind
 from tracking.training.loop import train
@@ -126,7 +125,7 @@ def markdown(table: Sequence[dict[str, Any]]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="python -m tracking.benchmarks.precision",
         description="Training speed and test accuracy per model and precision, interleaved "
                     "over seeds, through the tracked loop.")

@@ -37,7 +37,7 @@ from typing import Any
 import keras
 import mlflow
 
-from tracking.cli import bad_input_exits
+from tracking.cli import CommandParser, bad_input_exits
 from tracking.config import Config, load_for
 from tracking.data.dataset import Dataset
 from tracking.store.connect import check_tracking_uri, ensure_experiment
@@ -135,7 +135,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m tracking.benchmarks.tracking_cost",
+    p = CommandParser(prog="python -m tracking.benchmarks.tracking_cost",
         description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", default="concat_cnn",
