@@ -11,12 +11,12 @@ named ``gradient-descent`` to the MLflow store named by MLFLOW_TRACKING_URI (def
 - :mod:`gradient_descent.core`: f, its analytic gradient, the descent and the grid survey
   (numpy and math only);
 - :mod:`gradient_descent.plot`: the contour plot (matplotlib, Agg);
-- :mod:`gradient_descent.cli`: arguments and MLflow tracking; :func:`main` is the command.
+- :mod:`gradient_descent.cli`: arguments and MLflow tracking; its `main` is the command
+  (not imported here: the numerics load neither MLflow nor the suite).
 """
 
 from __future__ import annotations
 
-from gradient_descent.cli import main
 from gradient_descent.core import (
     DescentResult,
     GridResult,
@@ -39,5 +39,4 @@ __all__ = [
     "gradient_descent",
     "grid_descent",
     "grid_starts",
-    "main",
 ]

@@ -16,7 +16,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
-MODULE = re.compile(r"python3? -m ([A-Za-z_][\w.]*)")
+MODULE = re.compile(r"python3?(?: -[uOBIE]+)* -m ([A-Za-z_][\w.]*)")
 MLFLOW_RUN = re.compile(r"mlflow run \.((?:[ \t]+(?:-e|-P|--[\w-]+)(?:[ \t]+[^\s`|]+)?)*)")
 
 
@@ -124,11 +124,21 @@ def test_opening_a_run_loads_the_store_and_not_the_training_stack() -> None:
     """`tracking.store.lifecycle` (where a run is opened) loads four modules of the suite (itself,
     connect, ui, errors) besides the two package inits, and nothing of training, data,
     evaluation or the models."""
-    code = ("import sys, tracking.store.lifecycle\n"
-            "print(' '.join(sorted(m for m in sys.modules if m.split('.')[0] in "
-            "('tracking', 'tuning', 'models', 'gradient_descent'))))")
-    loaded = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
-                            text=True, timeout=300, check=True).stdout.split()
-    packages = {"tracking", "tracking.store"}
+    loaded = modules_loaded_by("tracking.store.lifecycle")
+    packages = {"tracking", "tracking.store", "mlflow"}
     assert set(loaded) - packages == {"tracking.store.lifecycle", "tracking.store.connect",
                                       "tracking.store.ui", "tracking.errors"}, loaded
+    assert "keras" not in loaded and "tensorflow" not in loaded  # nor the backend
+    numerics = modules_loaded_by("gradient_descent.core")
+    assert "mlflow" not in numerics and "tracking" not in numerics, numerics
+
+
+def modules_loaded_by(module: str) -> list[str]:
+    """Top-level names of the suite's modules, and of keras, tensorflow and mlflow, that a
+    fresh interpreter has loaded after `import module`."""
+    code = (f"import sys, {module}\n"
+            "print(' '.join(sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('tracking', 'tuning', 'models', 'gradient_descent') or m in "
+            "('keras', 'tensorflow', 'mlflow'))))")
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300, check=True).stdout.split()

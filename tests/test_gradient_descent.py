@@ -19,8 +19,8 @@ from gradient_descent import (
     gradient_descent,
     grid_descent,
     grid_starts,
-    main,
 )
+from gradient_descent.cli import main
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

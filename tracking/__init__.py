@@ -6,12 +6,16 @@ Importing the package quiets the libraries' start-up chatter, unless the user as
 - TensorFlow's C++ INFO and WARNING lines (TF_CPP_MIN_LOG_LEVEL=2 unless set). TensorFlow
   2.21 prints its start-up lines (oneDNN, CPU features, "Could not find cuda drivers") before
   its logging reads that variable, and on a machine without an NVIDIA driver it reports the
-  failed CUDA initialisation as an error at the first operation. So TensorFlow is imported
-  and its devices listed here with the process's stderr captured, and every captured line is
-  written back except those known lines; a real error (or any line not on the list) still
-  shows. Set TF_CPP_MIN_LOG_LEVEL=0 to see everything.
+  failed CUDA initialisation as an error at the first operation. So when anything first
+  imports `keras` or `tensorflow`, TensorFlow is imported and its devices listed with the
+  process's stderr captured, and every captured line is written back except those known
+  lines; a real error (or any line not on the list) still shows. Set TF_CPP_MIN_LOG_LEVEL=0
+  to see everything. A command that needs no Keras (the store, the server, gradient descent)
+  never loads TensorFlow: a finder on `sys.meta_path` (Python's import hook) waits for that
+  first import.
 """
 
+import importlib.abc
 import os
 import re
 import sys
@@ -55,4 +59,16 @@ def _import_tensorflow_quietly() -> None:
     sys.stderr.flush()
 
 
-_import_tensorflow_quietly()
+class _QuietFirstImport(importlib.abc.MetaPathFinder):
+    """Runs `_import_tensorflow_quietly` at the first import of keras or tensorflow, then
+    leaves the import to Python's own finders (and sys.meta_path)."""
+
+    def find_spec(self, name, path, target=None):  # noqa: ANN001, ANN201 - importlib's API
+        if name in ("keras", "tensorflow"):
+            sys.meta_path[:] = [f for f in sys.meta_path if f is not self]
+            _import_tensorflow_quietly()
+        return None
+
+
+if "keras" not in sys.modules and "tensorflow" not in sys.modules:
+    sys.meta_path.insert(0, _QuietFirstImport())

@@ -90,7 +90,7 @@ class StudyConfig:
     experiment: str = Config().experiment  # MLflow experiment
     output: str = DEFAULT_OUTPUT  # folder for comparison.md and the figures
     tune_budget: tuple[int, int] | None = None  # (trials, max epochs) per model: fair study
-    pruner: str = "median"  # of every tuning study (tuning.study.PRUNERS)
+    pruner: str = "median"  # of every tuning study (tuning.config.PRUNERS)
     seeds_per_trial: int = 1  # seeds each trial trains (its value is their mean)
     split_seed: int = 0  # fair study: the one data split, and the tuning's first seed
     promote: bool = True  # fair study: champion or challenger for its best tuned model
@@ -165,8 +165,8 @@ def run_comparison_study(config: StudyConfig, *, first_data: Dataset | None = No
     Under `mlflow run` the launched run (MLFLOW_RUN_ID) is the parent. `first_data` is the
     first seed's data (the fair study's one split). Returns parent_run_id, run_ids, failed
     ({run name: reason}), tuning (the ResNet-50 study's summary or None; in the fair study
-    {model: summary or None}), report (the tracking.compare.Report), promotion (the fair
-    study's tracking.promote.Promotion, or None) and study_seconds.
+    {model: summary or None}), report (the tracking.comparison.report.Report), promotion (the
+    fair study's tracking.comparison.promotion.Promotion, or None) and study_seconds.
     """
     started = time.monotonic()
     config = replace(config, experiment=launched_experiment(config.experiment))

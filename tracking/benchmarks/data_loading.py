@@ -11,8 +11,9 @@ memory-mapped split shows as file-backed: page cache the kernel can drop).
 
 1. photos: `--photos` JPEGs of `--megapixels` each in two class folders (every fourth with an
    EXIF rotation), `--image-size 32`: the first load, then the cached one. With
-   `--baseline-module FILE` (another module with `load_dataset`, e.g. `git show
-   REV:tracking/data.py` of a version before tracking/ was in wings)
+   `--baseline-module FILE` (another module with `load_dataset`: `git show
+   4456ff0:tracking/data.py`, the version docs/benchmarks.md measured against, whose imports
+   still resolve; later flat versions import modules that have since moved into wings)
    that one loads the first `--baseline-photos` photos too.
 2. fashion: Fashion-MNIST's 70,000 images as PNG files in class folders, copied (shifted by
    a pixel per copy) up to `--copies` files, `--image-size 32`: first and cached load.
