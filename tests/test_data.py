@@ -73,6 +73,16 @@ def test_fashion_mnist_from_idx_files(tmp_path: Path) -> None:
     assert d.class_names[0] == "T-shirt/top"
 
 
+def test_limit_keeps_a_part_of_the_own_test_split_or_all_of_it(tmp_path: Path) -> None:
+    write_fashion(tmp_path / "fm", n_train=200, n_test=100)
+    part = load_dataset("fashion_mnist", str(tmp_path / "fm"), limit=80)
+    assert part.sizes()["test"] == 20  # limit // 4: a smoke run stays small
+    whole = load_dataset("fashion_mnist", str(tmp_path / "fm"), limit=80, full_test=True)
+    assert whole.sizes()["test"] == 100  # trained on a subset, scored on the official split
+    assert whole.sizes()["train"] + whole.sizes()["val"] == 80
+    np.testing.assert_array_equal(whole.y_train, part.y_train)  # the same subset either way
+
+
 def test_idx_reader_rejects_truncated_file(tmp_path: Path) -> None:
     path = tmp_path / "x.gz"
     write_idx(path, np.zeros((4, 3, 3)))

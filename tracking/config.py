@@ -56,6 +56,7 @@ class Config:
     run_name: str = ""  # "" = <model>-<dataset>
     skip_bad_images: bool = False  # folder data: skip unreadable files instead of failing
     limit: int = 0  # keep at most this many images, split afterwards (0 = all); for smoke runs
+    full_test: bool = False  # with limit: score on the data set's whole own test split
     evaluate_test: bool = True  # False in tuning trials: the test split is for the final report
     checkpoint_every: int = 1  # epochs between resumable checkpoints (0 = none)
     distribute: str = "none"  # "data_parallel": each batch split over all devices (JAX)
@@ -124,7 +125,8 @@ class Config:
                               f"characters, got {len(self.experiment)}")
         if self.dataset == "folder" and not self.data_dir:
             raise ConfigError("dataset 'folder' needs data_dir: one subfolder of images per class")
-        for name in ("augment", "deterministic", "skip_bad_images", "evaluate_test"):
+        for name in ("augment", "deterministic", "skip_bad_images", "evaluate_test",
+                     "full_test"):
             value = getattr(self, name)
             if not (isinstance(value, bool) or (name == "augment" and value is None)):
                 raise ConfigError(f"{name} must be true or false, got {value!r}")
@@ -220,4 +222,5 @@ def load_for(config: Config) -> Dataset:
     and limit (the one way from a Config to its data)."""
     return load_dataset(config.dataset, config.data_dir or None, config.image_size,
                         config.test_split, config.val_split, config.data_seed,
-                        config.skip_bad_images, config.limit or None)
+                        config.skip_bad_images, config.limit or None,
+                        full_test=config.full_test)

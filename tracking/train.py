@@ -68,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="skip (and count) unreadable images in a folder data set")
     p.add_argument("--limit", type=number(int, "limit"), default=d.limit,
                    help="keep at most this many images, split afterwards (0 = all)")
+    p.add_argument("--full-test", action="store_true",
+                   help="with --limit: score on the data set's whole own test split "
+                        "(Fashion-MNIST's 10,000) instead of a part in proportion")
     p.add_argument("--checkpoint-every", type=number(int, "checkpoint interval"),
                    default=d.checkpoint_every,
                    help="epochs between resumable checkpoints (0 = none)")

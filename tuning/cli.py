@@ -56,6 +56,9 @@ def build_parser(prog: str, description: str, model: str | None) -> argparse.Arg
     p.add_argument("--experiment", default=d.experiment, help="default <model>-tuning")
     p.add_argument("--limit", type=number(int, "limit"), default=d.limit,
                    help="keep at most this many images, split afterwards (0 = all), for smoke runs")
+    p.add_argument("--full-test", action="store_true",
+                   help="with --limit: score on the data set's whole own test split "
+                        "(Fashion-MNIST's 10,000) instead of a part in proportion")
     p.add_argument("--precision", default=d.precision,
                    help=f"one of {', '.join(PRECISIONS)}, for every trial")
     p.add_argument("--pruner", default=d.pruner, metavar="NAME",

@@ -37,6 +37,7 @@ class TuneConfig:
     seed: int = 0  # splits and initial weights; the sampler's is seed + trials so far
     experiment: str = ""  # MLflow experiment; "" = <model>-tuning
     limit: int = 0  # keep at most this many images, split afterwards (0 = all); for smoke runs
+    full_test: bool = False  # with limit: the final test on the data set's whole test split
     precision: str = "auto"  # Keras dtype policy of every trial (tracking.precision)
     pruner: str = "median"  # one of PRUNERS
     seeds_per_trial: int = 1  # seeds each trial trains; its value is their mean
@@ -66,5 +67,6 @@ class TuneConfig:
         return Config(model=self.model, dataset=self.dataset, data_dir=self.data_dir,
                       seed=self.seed, split_seed=self.seed,  # every trial on one split
                       experiment=self.resolved().experiment,
-                      limit=self.limit, evaluate_test=False, precision=self.precision,
+                      limit=self.limit, full_test=self.full_test,
+                      evaluate_test=False, precision=self.precision,
                       checkpoint_every=0)  # a lost trial is retried whole, never resumed

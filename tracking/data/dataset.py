@@ -106,11 +106,15 @@ def load_dataset(
     skip_bad_images: bool = False,
     limit: int | None = None,
     in_memory: bool | None = None,
+    full_test: bool = False,
 ) -> Dataset:
     """Load data set `name`, split it and bring every image to (image_size, image_size, 3) uint8.
 
     `limit` keeps a stratified, seeded subset of at most that many images before splitting
-    (for smoke runs; a folder's other files are never read). Folder data: `in_memory` None
+    (for smoke runs; a folder's other files are never read). A data set with its own test
+    split (Fashion-MNIST) then keeps the first `max(limit // 4, 2 * classes)` of its test
+    images, or all of them with `full_test` (a model trained on a subset, scored on the
+    official test split). Folder data: `in_memory` None
     keeps the splits in memory when they take at most half the available memory, else in
     memory-mapped files (np.memmap) in the cache folder; True or False forces either.
     Raises DataError with a one-line explanation when the data cannot be had or split.
@@ -124,7 +128,7 @@ def load_dataset(
     splits.check(np.bincount(raw.y, minlength=len(names)), names, folder)
     keep = kept_rows(raw.y, limit, seed, splits, names, folder)
     x_test, y_test = raw.x_test, raw.y_test
-    if x_test is not None and len(keep) < len(raw.y):  # its own test part, in proportion
+    if x_test is not None and len(keep) < len(raw.y) and not full_test:  # in proportion
         n = max(limit // 4, 2 * len(names))
         x_test, y_test = x_test[:n], y_test[:n]
         check_labels(y_test, len(names), f"{name} test part (first {n} images)")
