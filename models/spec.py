@@ -17,6 +17,11 @@ import keras
 
 ModelFactory = Callable[..., keras.Model]
 OPTIMIZERS = ("sgd", "adam", "adamw")
+# kinds of device whose speed under a mixed policy behaves alike (tracking.precision tells
+# them apart): GPUs with native bfloat16 (compute capability 8.0, Ampere, and later) and older
+# ones; CPUs with AMX tiles, with AVX-512 BF16 vector instructions only, and without either
+DEVICE_KINDS = ("gpu_bf16", "gpu", "cpu_amx", "cpu_avx512_bf16", "cpu")
+MIXED_PRECISIONS = ("mixed_bfloat16", "mixed_float16")  # Keras's mixed dtype policies
 
 
 def options(**kw: Any) -> Mapping[str, Any]:
@@ -68,7 +73,24 @@ class ModelSpec:
     recipe: Recipe  # training defaults (`auto`)
     min_image_size: int  # smallest image side the factory accepts
     search: SearchSpace = SearchSpace()  # what tuning varies
-    # device kind (gpu, cpu_bf16, cpu) -> Keras dtype policy measured faster than float32 on
-    # every seed at the same accuracy there (tracking.benchmarks.precision's `auto candidate`);
-    # `--precision auto` picks it (tracking.precision)
+    # mixed policy -> where its test accuracy was measured equal to float32's for this model
+    # (3 seeds, mean within float32's seed spread: tracking.benchmarks.precision); a policy
+    # without such evidence is never picked by `--precision auto`, however fast
+    accuracy_held: Mapping[str, str] = field(default_factory=options)
+    # device kind (DEVICE_KINDS) -> mixed policy measured faster than float32 on every seed
+    # there; `--precision auto` picks it where this machine has no calibration of its own
+    # (tracking.precision); each policy must also be in accuracy_held
     faster_precision: Mapping[str, str] = field(default_factory=options)
+
+    def __post_init__(self) -> None:
+        for policy in self.accuracy_held:
+            if policy not in MIXED_PRECISIONS:
+                raise ValueError(f"accuracy_held: {policy!r} is not one of "
+                                 f"{', '.join(MIXED_PRECISIONS)}")
+        for kind, policy in self.faster_precision.items():
+            if kind not in DEVICE_KINDS:
+                raise ValueError(f"faster_precision: unknown device kind {kind!r}; choose one "
+                                 f"of {', '.join(DEVICE_KINDS)}")
+            if policy not in self.accuracy_held:
+                raise ValueError(f"faster_precision: {policy!r} on {kind} has no accuracy "
+                                 "evidence (accuracy_held): speed alone never switches precision")

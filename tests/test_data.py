@@ -18,9 +18,9 @@ import pytest
 from PIL import Image
 
 from tracking.data.dataset import data_digest, load_dataset
-from tracking.data.image_cache import CACHE_ENV
 from tracking.data.loaders import DataError, load_folder, read_idx
 from tracking.data.splits import SplitError, Splits, kept_rows
+from tracking.machine import CACHE_ENV
 
 
 def write_idx(path: Path, array: np.ndarray) -> None:

@@ -257,13 +257,16 @@ def test_precision_is_chosen_per_model_and_device_logged_and_used(
     assert resolve_precision("concat_cnn", "auto") == "float32"  # nothing measured faster
     spec = MODELS["concat_cnn"]
     monkeypatch.setitem(MODELS, "concat_cnn", replace(
-        spec, faster_precision=options(**{device_kind(): "mixed_bfloat16"})))
+        spec, accuracy_held=options(mixed_bfloat16="a test's word for it"),
+        faster_precision=options(**{device_kind(): "mixed_bfloat16"})))
     assert resolve_precision("concat_cnn", "auto") == "mixed_bfloat16"
     assert resolve_precision("concat_cnn", "float32") == "float32"
 
     results = train(Config(**{**TINY, "epochs": 1}))
     params = mlflow.MlflowClient().get_run(results["run_id"]).data.params
     assert (params["precision"], params["effective_precision"]) == ("auto", "mixed_bfloat16")
+    assert params["device_kind"] == device_kind()
+    assert "registry" in params["precision_reason"]  # why auto chose it, on the run
     assert 0.0 <= results["test_accuracy"] <= 1.0
     assert keras.config.dtype_policy().name == "float32"  # the global policy is restored
     model = mlflow.pyfunc.load_model(f"runs:/{results['run_id']}/model").unwrap_python_model()

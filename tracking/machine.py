@@ -4,6 +4,9 @@ model requires, and what a report says its latencies were measured on.
     machine()            # python_version, cpu_model, cpu_count, keras_devices (+ accelerator_*)
     library_versions()   # keras_backend and <library>_version of each installed library
     model_requirements() # the logged model's pinned pip requirements
+    cpu_flags()          # the CPU's feature flags (/proc/cpuinfo), e.g. {"avx512_bf16", ...}
+    gpu_compute_capability()  # (major, minor) of the least capable visible GPU, or None
+    cache_dir()          # where the suite keeps per-machine files (decoded images, calibration)
 
 GPUs are read through NVML (nvidia-ml-py, optional: `pip install -e ".[gpu]"`), limited to
 those CUDA_VISIBLE_DEVICES lets this process use; without it or without a GPU there are none.
@@ -26,6 +29,17 @@ except ImportError:
 
 LIBRARIES = ("keras", "mlflow", "tensorflow", "jax", "torch", "numpy", "scikit-learn")
 BACKEND_LIBRARY = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
+CACHE_ENV = "KERAS_MLFLOW_SUITE_CACHE"
+CPU_INFO = Path("/proc/cpuinfo")
+
+
+def cache_dir() -> Path:
+    """The cache folder: $KERAS_MLFLOW_SUITE_CACHE, else $XDG_CACHE_HOME/keras-mlflow-suite,
+    else ~/.cache/keras-mlflow-suite."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "keras-mlflow-suite"
 
 
 def library_versions() -> dict[str, str]:
@@ -53,11 +67,26 @@ def model_requirements() -> list[str]:
     return reqs
 
 
+def cpu_flags(cpuinfo: str | None = None) -> frozenset[str]:
+    """The feature flags of the first CPU in `cpuinfo` (the text of Linux's /proc/cpuinfo,
+    read when None: its `flags` line on x86, `Features` on Arm); empty where there is none."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = CPU_INFO.read_text()
+        except OSError:
+            return frozenset()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip().lower() in ("flags", "features"):
+            return frozenset(value.split())
+    return frozenset()
+
+
 def processor_model() -> str:
     """The CPU's model name."""
     # /proc/cpuinfo names the model on Linux, where platform.processor() gives only "x86_64"
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
+        for line in CPU_INFO.read_text().splitlines():
             if line.lower().startswith(("model name", "hardware")):
                 return line.split(":", 1)[1].strip()
     except OSError:
@@ -105,6 +134,28 @@ def accelerators() -> dict[str, str]:
             else f"{len(gpus)} x {models[0]}",
             "accelerator_driver": driver,
             "accelerator_memory_mb": ",".join(str(mb) for _, mb in gpus)}
+
+
+def gpu_compute_capability() -> tuple[int, int] | None:
+    """CUDA compute capability (major, minor) of the least capable NVIDIA GPU this process may
+    use, through NVML (nvidia-ml-py, whatever the Keras backend); None without NVML or a GPU."""
+    if pynvml is None:
+        return None
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError:
+        return None
+    try:
+        found = []
+        for i in range(pynvml.nvmlDeviceGetCount()):
+            handle = pynvml.nvmlDeviceGetHandleByIndex(i)
+            if visible_gpu(i, _text(pynvml.nvmlDeviceGetUUID(handle))):
+                found.append(tuple(pynvml.nvmlDeviceGetCudaComputeCapability(handle)))
+    except pynvml.NVMLError:
+        return None
+    finally:
+        pynvml.nvmlShutdown()
+    return min(found) if found else None
 
 
 def _text(value: str | bytes) -> str:

@@ -40,8 +40,8 @@ from tqdm import tqdm
 
 from tracking.data.images import READER_VERSION, ImageFile, read_image
 from tracking.errors import UsageError
+from tracking.machine import CACHE_ENV, cache_dir
 
-CACHE_ENV = "KERAS_MLFLOW_SUITE_CACHE"
 CHUNK = 64  # files per decoding task: small enough for a smooth progress bar
 READ_BLOCK = 16 << 20  # bytes per read while checking a cache's CRC-32
 TAKE_BLOCK = 1024  # rows read in file order before they are written to their places
@@ -63,15 +63,6 @@ class CachedImages:
     @property
     def row_bytes(self) -> int:
         return int(np.prod(self.shape[1:]))
-
-
-def cache_dir() -> Path:
-    """The cache folder: $KERAS_MLFLOW_SUITE_CACHE, else $XDG_CACHE_HOME/keras-mlflow-suite,
-    else ~/.cache/keras-mlflow-suite."""
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "keras-mlflow-suite"
 
 
 def cache_key(files: Sequence[ImageFile], image_size: int) -> str:

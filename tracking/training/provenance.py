@@ -35,6 +35,7 @@ from tracking.config import Config, param_text, same_param
 from tracking.data.dataset import Dataset, data_digest
 from tracking.evaluation.class_names import class_names_param, log_class_names
 from tracking.machine import installed_packages, library_versions, machine
+from tracking.precision import choose_precision
 
 COMMIT_TAG = "mlflow.source.git.commit"  # MLflow's own tag; we set it for every entry point
 DIRTY_TAG = "git_dirty"
@@ -92,11 +93,13 @@ def run_tags(config: Config, extra: dict[str, str] | None = None,
 def run_params(requested: Config, config: Config, model: keras.Model, data: Dataset,
                devices: int, steps_per_epoch: int) -> dict[str, Any]:
     """Every param of a training run: `requested` as given, `config` as resolved and run."""
-    recipe = config.recipe
+    recipe, choice = config.recipe, choose_precision(requested.model, requested.precision)
     return {
         **requested.to_params(),
         **{f"effective_{k}": param_text(getattr(config, k))
            for k in ("epochs", "batch_size", "learning_rate", "augment", "precision")},
+        "device_kind": choice.kind,
+        "precision_reason": choice.reason,
         "optimizer": recipe.optimizer,
         "weight_decay": recipe.weight_decay,
         "warmup_fraction": recipe.warmup_fraction,
