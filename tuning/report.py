@@ -197,6 +197,11 @@ def format_summary(s: dict[str, Any]) -> str:
              f"({s['trial_epochs']:.0f} trial-epochs, {s['trial_seconds']:.0f} s of "
              f"training); this worker ran {s['worker_trials']} in {s['study_seconds']:.0f} s; "
              f"parent run {s['parent_run_id']}"]
+    if s.get("reclaimed_trials"):
+        numbers = ", ".join(map(str, s["reclaimed_trials"]))
+        lines.append(f"reclaimed trial{'s' if len(s['reclaimed_trials']) > 1 else ''} "
+                     f"{numbers}: its worker's process on this host was gone; failed in Optuna, "
+                     "its MLflow runs KILLED, and retried")
     if "best_trial" in s:
         params = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
                            for k, v in s["best_params"].items())

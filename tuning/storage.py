@@ -34,6 +34,7 @@ import fcntl
 import functools
 import inspect
 import os
+import socket
 import sys
 import threading
 import time
@@ -54,6 +55,7 @@ from sqlalchemy.pool import NullPool
 
 from tracking.errors import UsageError
 from tracking.store.connect import database_error, masked
+from tracking.store.lifecycle import HOST_TAG, PID_TAG, process_alive
 
 MAX_RETRIES = 2  # a dead worker's trial is run again at most this often
 CONNECT_TIMEOUT_SECONDS = 3  # an unreachable database server is reported after this long
@@ -286,25 +288,65 @@ def storage_lock(url: str) -> Iterator[None]:
 
 
 class RetryLostTrial(RetryHeartbeatStaleTrialCallback):
-    """Optuna's retry of a trial whose worker stopped sending heartbeats, after closing the
-    MLflow runs that worker left RUNNING (its trial run and its parent run) as FAILED."""
+    """Optuna's retry of a trial whose worker was lost, after closing the MLflow runs that
+    worker left RUNNING (its trial run and its parent run) as KILLED, MLflow's state for a run
+    whose process was killed, with `stop_reason`. Optuna calls it for a trial whose heartbeats
+    stopped for the grace period; `reclaim_dead_trials` for one whose process is gone."""
+
+    def __init__(self, max_retry: int | None = None,
+                 reason: str = "stopped sending heartbeats") -> None:
+        super().__init__(max_retry=max_retry)
+        self.reason = reason
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         run_id = trial.user_attrs.get(RUN_ID_ATTR)
         if run_id:
             client = mlflow.MlflowClient()
-            reason = f"worker lost: trial {trial.number} stopped sending heartbeats"
+            reason = f"worker lost: trial {trial.number} {self.reason}"
             try:
                 run = client.get_run(run_id)
                 client.set_tag(run_id, "trial_state", TrialState.FAIL.name)
                 for rid in (run_id, run.data.tags.get(MLFLOW_PARENT_RUN_ID)):
                     if rid and client.get_run(rid).info.status == "RUNNING":
                         client.set_tag(rid, "stop_reason", reason)
-                        client.set_terminated(rid, "FAILED")
+                        client.set_terminated(rid, "KILLED")
             except MlflowException as err:  # e.g. this worker tracks to another MLflow store
                 print(f"warning: could not close the runs of trial {trial.number}: {err}",
                       file=sys.stderr)
         super().__call__(study, trial)
+
+
+def trial_process(trial: FrozenTrial) -> tuple[str, int] | None:
+    """(host, pid) of the worker running `trial`, from its MLflow run's tags; None when the
+    trial has no run yet or the run cannot be read."""
+    run_id = trial.user_attrs.get(RUN_ID_ATTR)
+    if not run_id:
+        return None
+    try:
+        tags = mlflow.MlflowClient().get_run(run_id).data.tags
+    except MlflowException:
+        return None
+    pid = tags.get(PID_TAG, "")
+    return (tags[HOST_TAG], int(pid)) if HOST_TAG in tags and pid.isdigit() else None
+
+
+def reclaim_dead_trials(study: optuna.Study) -> list[int]:
+    """Fail and retry, at once, each RUNNING trial whose worker ran on this host and whose
+    process is gone (SIGKILL, the OOM killer, a closed terminal): Optuna's heartbeat would
+    reclaim it only after its grace period, and a worker started again right away would find
+    the study's total taken and stop short. Returns the numbers of the trials reclaimed.
+    Call under `storage_lock`."""
+    here, reclaimed = socket.gethostname(), []
+    retry = RetryLostTrial(max_retry=MAX_RETRIES, reason="lost its process")
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        where = trial_process(trial)
+        if where is None or where[0] != here or where[1] == os.getpid() or \
+                process_alive(where[1]):
+            continue
+        study.tell(trial.number, state=TrialState.FAIL)
+        retry(study, study.get_trials(deepcopy=False)[trial.number])
+        reclaimed.append(trial.number)
+    return reclaimed
 
 
 def open_storage(url: str, heartbeat_interval: int, grace_period: int) -> RDBStorage:

@@ -72,7 +72,9 @@ from tuning.storage import (
     StorageUnavailable,
     causes,
     open_storage,
+    reclaim_dead_trials,
     storage_lock,
+    trial_process,
 )
 
 TPE_STARTUP_TRIALS = 4  # random trials before TPE models the results (its default 10 is a CPU day)
@@ -185,11 +187,14 @@ def create_study_only(config: TuneConfig) -> str:
 
 
 def run_trials(study: optuna.Study, config: TuneConfig, run_trial: Callable[..., float],
-               started: float) -> list[TrialState]:
+               started: float, reclaimed: list[int] | None = None) -> list[TrialState]:
     """This worker's loop: admit a trial under the storage lock while the study's total and
-    the timeout allow, run it; stop after MAX_FAILURES_IN_A_ROW failures. Returns the states
-    of the trials it ran."""
+    the timeout allow, run it; stop after MAX_FAILURES_IN_A_ROW failures. Before each
+    admission, trials whose worker process on this host is gone are failed and retried
+    (`reclaim_dead_trials`; their numbers appended to `reclaimed`). Returns the states of the
+    trials it ran."""
     states: list[TrialState] = []
+    reclaimed = [] if reclaimed is None else reclaimed
     done = len(study.get_trials(deepcopy=False, states=COUNTED_STATES))
     with tqdm(total=config.n_trials, initial=min(done, config.n_trials), unit="trial",
               desc=config.study_name, file=sys.stderr, disable=not sys.stderr.isatty()) as bar:
@@ -197,7 +202,9 @@ def run_trials(study: optuna.Study, config: TuneConfig, run_trial: Callable[...,
             with contextlib.ExitStack() as gate, quiet_interrupted_trials():
                 # gate: the storage lock, held until the trial exists
                 gate.enter_context(storage_lock(config.storage))
+                reclaimed += reclaim_dead_trials(study)
                 if not room_for_trial(study, config.n_trials):
+                    say_who_is_running(study, config.grace_period)
                     break
                 study.optimize(partial(run_trial, admitted=gate.close), n_trials=1,
                                catch=(StopRun,), gc_after_trial=True, callbacks=[
@@ -209,6 +216,23 @@ def run_trials(study: optuna.Study, config: TuneConfig, run_trial: Callable[...,
                                               "row (see their stop_reason)")
                 break
     return states
+
+
+def say_who_is_running(study: optuna.Study, grace_period: int) -> None:
+    """One line on stderr when the study's total is taken by trials still RUNNING elsewhere:
+    they complete the study, or, if their worker was lost, the next worker started after the
+    grace period retries them."""
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    if not running:
+        return
+    where = []
+    for trial in running:
+        process = trial_process(trial)
+        where.append(f"trial {trial.number}" + (f" (pid {process[1]} on {process[0]})"
+                                                 if process else ""))
+    print(f"nothing left to start here: {', '.join(where)} still running in another worker; "
+          f"if that worker was lost, run this command again after {grace_period} s (the grace "
+          "period) and the trial is retried", file=sys.stderr)
 
 
 def run_tuning_study(config: TuneConfig, *, data: Dataset | None = None,
@@ -251,8 +275,9 @@ def run_tuning_study(config: TuneConfig, *, data: Dataset | None = None,
             })
             run_trial = partial(objective, study=study, config=config, base=base, data=data,
                                 worker=worker)
+            reclaimed: list[int] = []
             try:
-                states = run_trials(study, config, run_trial, started)
+                states = run_trials(study, config, run_trial, started, reclaimed)
             except Exception as err:
                 lost = next((e for e in causes(err)
                              if isinstance(e, StorageUnavailable)), None)
@@ -262,7 +287,10 @@ def run_tuning_study(config: TuneConfig, *, data: Dataset | None = None,
                 raise StorageUnavailable(str(lost)) from err
             summary = report_study(study, config.model, config.study_name, data,
                                    final_test=config.final_test)
+            if reclaimed:
+                mlflow.set_tag("reclaimed_trials", ",".join(map(str, reclaimed)))
             summary.update(parent_run_id=parent.info.run_id, worker_trials=len(states),
+                           reclaimed_trials=reclaimed,
                            study_seconds=time.monotonic() - started,
                            study_name=config.study_name, storage=masked(config.storage))
             mlflow.log_metrics({"worker_trials": len(states),
