@@ -272,3 +272,15 @@ def test_precision_is_chosen_per_model_and_device_logged_and_used(
     model = mlflow.pyfunc.load_model(f"runs:/{results['run_id']}/model").unwrap_python_model()
     layer = model.model.get_layer("concat_cnn").get_layer("block1_pair3_conv1")
     assert layer.compute_dtype == "bfloat16" and layer.variable_dtype == "float32"
+
+
+def test_a_batch_larger_than_the_training_split_is_logged_as_trained(mlflow_uri: str,
+                                                                      capsys) -> None:
+    results = train(Config(**{**TINY, "epochs": 1, "batch_size": 4096}))
+    params = mlflow.MlflowClient().get_run(results["run_id"]).data.params
+    n = int(params["train_size"])
+    assert params["batch_size"] == "4096"  # as asked
+    assert params["effective_batch_size"] == str(n)  # as fit trained it: one batch of n
+    assert params["steps_per_epoch"] == "1"
+    assert f"batch size 4096 cut to {n}: the training split has only {n} images" in \
+        capsys.readouterr().err

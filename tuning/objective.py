@@ -94,6 +94,8 @@ def train_point(trial: optuna.Trial, *, study: optuna.Study, config: TuneConfig,
     and wall seconds it spent (BUDGET_ATTRS) and, with several seeds, their values."""
     admitted()  # the trial exists now: let the next worker in
     point = suggest(trial, search_space(config.model, config.max_epochs))
+    if point["batch_size"] > len(data.y_train):  # sizes above the split train the same batch
+        trial.set_user_attr("effective_batch_size", len(data.y_train))
     tags = {"study_name": config.study_name, "trial_number": str(trial.number),
             "worker": worker}
     frozen = next(t for t in study.get_trials(deepcopy=False) if t.number == trial.number)

@@ -58,6 +58,17 @@ def timed(timings: dict[str, float], key: str) -> Iterator[None]:
         timings[key] = timings.get(key, 0.0) + time.perf_counter() - started
 
 
+def fitted_batch_size(config: Config, train_images: int) -> Config:
+    """`config` with its batch size cut to `train_images` when the training split is smaller
+    than one batch (what fit then trains, and so what `effective_batch_size` logs), saying so
+    in one line on stderr; else `config` itself."""
+    if config.batch_size <= train_images:
+        return config
+    print(f"batch size {config.batch_size} cut to {train_images}: the training split has "
+          f"only {train_images} images, one batch of them a step", file=sys.stderr)
+    return replace(config, batch_size=train_images)
+
+
 def train(
     config: Config,
     data: Dataset | None = None,
@@ -80,6 +91,7 @@ def train(
     config, timings = requested.resolved(), {}
     with timed(timings, "data_seconds"):
         data = load_for(config) if data is None else data
+    config = fitted_batch_size(config, len(data.y_train))
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
         enable_determinism()
