@@ -160,3 +160,29 @@ def test_predict_warns_when_an_image_is_unlike_the_training_data(trained: dict, 
     warnings = [line for line in err.splitlines() if line.startswith("warning:")]
     assert len(warnings) == 1 and str(inverted) in warnings[0]
     assert "looks inverted" in warnings[0]
+
+
+def test_training_images_of_a_dark_and_a_light_class_get_no_warning(
+        mlflow_uri: str, tmp_path: Path, capsys) -> None:
+    """Classes that differ in brightness: every training image lies inside the training
+    images' own range of brightness, so none is called unlike the training data."""
+    from tracking.training.loop import train
+
+    rng = np.random.default_rng(0)
+    for name, (low, high) in {"dark": (0, 40), "light": (215, 256)}.items():
+        (tmp_path / "data" / name).mkdir(parents=True)
+        for i in range(12):
+            Image.fromarray(rng.integers(low, high, (16, 16, 3), dtype=np.uint8)).save(
+                tmp_path / "data" / name / f"{i}.png")
+    results = train(Config(model="concat_cnn", dataset="folder",
+                           data_dir=str(tmp_path / "data"), image_size=16, epochs=1,
+                           batch_size=8, experiment="brightness"))
+    params = mlflow.MlflowClient().get_run(results["run_id"]).data.params
+    low, high = (float(v) for v in params["train_image_mean_range"].split(","))
+    assert low < 40 and high > 215  # both classes inside it
+    files = [tmp_path / "data" / c / f"{i}.png" for c in ("dark", "light") for i in range(12)]
+    capsys.readouterr()
+    assert predict.main(["--run-id", results["run_id"], *map(str, files)]) == 0
+    out, err = capsys.readouterr()
+    assert len(out.strip().splitlines()) == len(files)
+    assert "warning:" not in err  # the old rule warned on every one (mean 20 or 235 vs ~128)

@@ -58,6 +58,8 @@ class ModelSource:
     class_names: tuple[str, ...]
     run_id: str | None
     train_pixel_mean: float | None = None  # mean pixel value (0-255) of the training images
+    # (lowest, highest) mean pixel value of one training image (runs from 2026-12-02 on)
+    train_image_mean_range: tuple[float, float] | None = None
 
 
 def read_images(paths: Sequence[str | Path], image_size: int) -> np.ndarray:
@@ -115,9 +117,14 @@ def resolve_model(run_id: str = "", model_uri: str = "", image_size: int | None 
     if not names and run_id:
         names = read_class_names(run_id) or (
             tuple(params["class_names"].split(",")) if params.get("class_names") else ())
-    mean = params.get("train_pixel_mean")
+    mean, spread = params.get("train_pixel_mean"), params.get("train_image_mean_range")
+    try:
+        low, high = (float(v) for v in unquote(spread).split(",")) if spread else (None, None)
+    except ValueError:
+        low = high = None
     return ModelSource(uri, size, names, run_id or None,
-                       float(unquote(mean)) if mean is not None else None)
+                       float(unquote(mean)) if mean is not None else None,
+                       (low, high) if low is not None else None)
 
 
 def _signature_size(info: mlflow.models.ModelInfo) -> int | None:
@@ -155,20 +162,31 @@ BRIGHTNESS_TOLERANCE = 64.0  # of 255: a mean pixel value further off is unlike 
 
 def unlike_training(source: ModelSource, paths: Sequence[str | Path],
                     batch: np.ndarray) -> list[str]:
-    """One line per image whose mean pixel value differs from the training images' by more
-    than BRIGHTNESS_TOLERANCE (of 255), saying whether it looks inverted (e.g. dark strokes
-    on light paper for a model trained on digits' light strokes on dark). The model still
-    predicts: the lines say why its answer may be wrong."""
-    if source.train_pixel_mean is None:
+    """One line per image whose mean pixel value lies more than BRIGHTNESS_TOLERANCE / 2 (of
+    255) outside the range of the training images' own (`train_image_mean_range`), saying
+    whether it looks inverted (its negative would lie inside: e.g. dark strokes on light
+    paper for a model trained on digits' light strokes on dark). A training image of any class
+    is inside that range, however much the classes differ in brightness. Runs from before the
+    range was logged compare with the overall mean, BRIGHTNESS_TOLERANCE either side. The
+    model still predicts: the lines say why its answer may be wrong."""
+    if source.train_image_mean_range is not None:
+        low, high = source.train_image_mean_range
+        margin = BRIGHTNESS_TOLERANCE / 2
+        expected = f"the training images' {low:.0f} to {high:.0f}"
+    elif source.train_pixel_mean is not None:
+        low = high = source.train_pixel_mean
+        margin = BRIGHTNESS_TOLERANCE
+        expected = f"the training images' {low:.0f}"
+    else:
         return []
-    trained, lines = source.train_pixel_mean, []
+    lines = []
     for path, image in zip(paths, batch, strict=True):
         mean = float(image.mean())
-        if abs(mean - trained) <= BRIGHTNESS_TOLERANCE:
+        if low - margin <= mean <= high + margin:
             continue
-        inverted = abs((255 - mean) - trained) < abs(mean - trained)
-        lines.append(f"{path}: mean pixel value {mean:.0f} of 255, the training images' "
-                     f"{trained:.0f}; the model expects images like its training data"
+        inverted = low - margin <= 255 - mean <= high + margin
+        lines.append(f"{path}: mean pixel value {mean:.0f} of 255, {expected}; the model "
+                     "expects images like its training data"
                      + ("; this one looks inverted (light and dark swapped)" if inverted
                         else ""))
     return lines

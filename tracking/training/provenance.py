@@ -116,15 +116,29 @@ def run_params(requested: Config, config: Config, model: keras.Model, data: Data
         "skipped_images": len(data.skipped),
         "data_source": data.source,
         "train_pixel_mean": round(pixel_mean(data.x_train), 2),
+        "train_image_mean_range": ",".join(f"{v:.1f}" for v in image_mean_range(data.x_train)),
     }
+
+
+def _sample_rows(n: int, sample: int) -> np.ndarray:
+    """At most `sample` row numbers of n, evenly spaced (a memory-mapped split is not read
+    whole)."""
+    return np.unique(np.linspace(0, n - 1, num=min(sample, n), dtype=np.int64))
 
 
 def pixel_mean(images: np.ndarray, sample: int = 1000) -> float:
     """Mean pixel value (0-255) of uint8 images (N, S, S, 3), over at most `sample` of them
-    evenly spaced (a memory-mapped split is not read whole); what `tracking.predict` compares
-    new images with."""
-    rows = np.linspace(0, len(images) - 1, num=min(sample, len(images)), dtype=np.int64)
-    return float(np.mean(images[np.unique(rows)], dtype=np.float64))
+    evenly spaced."""
+    return float(np.mean(images[_sample_rows(len(images), sample)], dtype=np.float64))
+
+
+def image_mean_range(images: np.ndarray, sample: int = 1000) -> tuple[float, float]:
+    """(lowest, highest) mean pixel value (0-255) of one image, over at most `sample` of the
+    uint8 images (N, S, S, 3) evenly spaced: the training images' spread of brightness, what
+    `tracking.predict` compares a new image with (a class darker or lighter than the rest is
+    inside it)."""
+    means = images[_sample_rows(len(images), sample)].mean(axis=(1, 2, 3), dtype=np.float64)
+    return float(means.min()), float(means.max())
 
 
 def log_params_once(params: dict[str, Any]) -> None:
