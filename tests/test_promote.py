@@ -104,3 +104,41 @@ def test_a_first_candidate_at_chance_level_is_no_champion(mlflow_uri: str) -> No
     assert "12 of 100 test images right, chance 1/10, p = 0.3" in guess.reason
     model = mlflow.MlflowClient().get_registered_model("other-classifier")
     assert {k: str(v) for k, v in model.aliases.items()} == {CHALLENGER: "1"}
+
+
+def test_a_champion_whose_run_was_deleted_is_said_and_can_be_replaced(
+        mlflow_uri: str, tmp_path, capsys) -> None:
+    """The champion's run deleted and garbage-collected (`mlflow gc`): the registered model
+    still loads and predicts by its alias; promote says the champion's evidence is gone and
+    what to do, and --replace-champion does it."""
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    from tracking import predict
+
+    old = promote(logged_run(range(10)))
+    client = mlflow.MlflowClient()
+    client.delete_run(client.get_model_version(NAME, old.version).run_id)
+    subprocess.run([sys.executable, "-m", "mlflow", "gc", "--backend-store-uri", mlflow_uri],
+                   check=True, capture_output=True, timeout=300)
+
+    image = tmp_path / "x.png"
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(image)
+    capsys.readouterr()
+    assert predict.main(["--model-uri", f"models:/{NAME}@champion", str(image)]) == 0
+    assert str(image) in capsys.readouterr().out  # the model outlived its run
+
+    candidate = logged_run(range(5))
+    with pytest.raises(SystemExit) as stop:
+        main(["--run-id", candidate])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and len(err.strip().splitlines()) == 1
+    assert "has lost its evidence" in err and "--replace-champion" in err
+    assert aliases() == {CHAMPION: old.version}  # nothing registered, nothing moved
+
+    assert main(["--run-id", candidate, "--replace-champion"]) == 0
+    out = capsys.readouterr().out
+    assert f"champion: replaces version {old.version}, whose evidence is gone" in out
+    assert aliases()[CHAMPION] != old.version

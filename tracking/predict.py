@@ -90,8 +90,9 @@ def resolve_model(run_id: str = "", model_uri: str = "", image_size: int | None 
     uri = model_uri or f"runs:/{run_id}/model"
     if not run_id and uri.startswith("runs:/"):
         run_id = uri[len("runs:/"):].split("/")[0]
+    asked_run = bool(run_id)  # named by the user, so it must exist
     try:
-        info = mlflow.models.get_model_info(uri)
+        info = model_description(uri)
     except (MlflowException, OSError) as err:
         if not run_id:
             raise PredictError(f"cannot open model {uri}: {first_line(err)}") from None
@@ -102,8 +103,12 @@ def resolve_model(run_id: str = "", model_uri: str = "", image_size: int | None 
         try:
             params = client.get_run(run_id).data.params
         except MlflowException as err:
-            raise PredictError(f"unknown run {run_id} in {mlflow.get_tracking_uri()}: "
-                               f"{first_line(err)}") from None
+            if asked_run or info is None:
+                raise PredictError(f"unknown run {run_id} in {mlflow.get_tracking_uri()}: "
+                                   f"{first_line(err)}") from None
+            # the model outlived its run (deleted, garbage-collected, another store): its
+            # own metadata (class names, the signature's image size) is enough
+            run_id = ""
     takes = _signature_size(info) if info else None
     size = image_size or _int(params.get("image_size")) or takes
     if not size and info is None:
@@ -127,7 +132,20 @@ def resolve_model(run_id: str = "", model_uri: str = "", image_size: int | None 
                        (low, high) if low is not None else None)
 
 
-def _signature_size(info: mlflow.models.ModelInfo) -> int | None:
+def model_description(uri: str) -> mlflow.models.Model:
+    """The MLmodel description of the model at `uri` (run_id, metadata, signature): through the
+    tracking store's logged-model record, else read from the model's own MLmodel file (a
+    folder copied from another store, or a registered version whose run was deleted).
+    Raises MlflowException or OSError when neither can be read."""
+    try:
+        return mlflow.models.Model.load(uri)
+    except (MlflowException, OSError):
+        info = mlflow.models.get_model_info(uri)
+        return mlflow.models.Model(run_id=info.run_id, metadata=info.metadata,
+                                   signature=info.signature)
+
+
+def _signature_size(info: mlflow.models.Model) -> int | None:
     """S of the (-1, S, S, 3) tensor the model's signature takes, if it has one."""
     try:
         shape = info.signature.inputs.inputs[0].shape

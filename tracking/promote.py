@@ -16,6 +16,9 @@ paired bootstrap over runs and images; the 95% interval is the bootstrap's. The 
 is) is below 0.05 and the interval of candidate minus champion lies above zero; otherwise it
 gets `challenger`. The first candidate of a name becomes its champion when its run is better
 than chance on the test split (exact binomial test against 1/classes at 5%), else challenger.
+A champion whose run was deleted (or whose predictions cannot be read) cannot be beaten: the
+command says so and exits 2; with --replace-champion the candidate is judged as a first
+champion instead, and the old version keeps its number without the alias.
 Either way the decision and its figures go on the candidate's run: tag `promotion`, metrics
 `promotion_difference`, `promotion_ci_low`, `promotion_ci_high`, `promotion_p_value`, and
 `promotion.json`; the version gets the tag `promotion` too.
@@ -39,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated runs of the same setting (other seeds) judged with it")
     p.add_argument("--name", default="",
                    help="registered model (default: <dataset>-classifier)")
+    p.add_argument("--replace-champion", action="store_true",
+                   help="when the champion's run or predictions are gone: judge the candidate "
+                        "against chance alone, as a first champion")
     return p
 
 
@@ -48,7 +54,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     runs = [r.strip() for r in unquote(args.runs).split(",") if r.strip()]
     with bad_input_exits(parser):
-        promotion = promote(unquote(args.run_id), runs, unquote(args.name))
+        promotion = promote(unquote(args.run_id), runs, unquote(args.name),
+                            replace_champion=args.replace_champion)
     print(format_promotion(promotion))
     return 0
 

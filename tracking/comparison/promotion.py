@@ -140,11 +140,15 @@ def decide(result: PairedResult) -> tuple[str, str]:
     return CHALLENGER, f"not shown better than the champion: {figures}"
 
 
-def promote(run_id: str, runs: Sequence[str] = (), name: str = "") -> Promotion:
+def promote(run_id: str, runs: Sequence[str] = (), name: str = "",
+            replace_champion: bool = False) -> Promotion:
     """Register run `run_id`'s model under `name` (default `<dataset>-classifier`) and give it
     `champion` or `challenger` by the rule in the module docstring; log the decision on the
-    run. Raises PromoteError (nothing registered) for an unknown run, runs without
-    predictions tables, or test splits that differ from each other or from the champion's."""
+    run. A champion whose evidence is gone (its run deleted, or its predictions table
+    unreadable) cannot be beaten: with `replace_champion` the candidate is judged as a first
+    champion (against chance) instead. Raises PromoteError (nothing registered) for an unknown
+    run, runs without predictions tables, test splits that differ from each other or from the
+    champion's, or a champion without evidence when `replace_champion` is off."""
     client = mlflow.MlflowClient()
     try:
         run = client.get_run(run_id)
@@ -162,15 +166,29 @@ def promote(run_id: str, runs: Sequence[str] = (), name: str = "") -> Promotion:
         if run_id in champion_ids:
             reason = f"already the champion (version {champion.version})"
         else:
-            champion_digest, champion_frames = split_of(champion_ids, "champion")
-            if champion_digest != digest:
-                raise PromoteError(
-                    f"run {run_id} was tested on split {digest}, the champion of {name} "
-                    f"(version {champion.version}) on {champion_digest}: different test "
-                    "images cannot be compared; train the candidate on the champion's split "
-                    "(the same data set, image size, splits and --split-seed)")
-            result = judge(candidate, champion_frames)
-            alias, reason = decide(result)
+            try:
+                champion_digest, champion_frames = split_of(champion_ids, "champion")
+            except PromoteError as err:
+                if not replace_champion:
+                    raise PromoteError(
+                        f"the champion of {name} (version {champion.version}) has lost its "
+                        f"evidence ({err}): nothing can be shown better than it; "
+                        "--replace-champion judges the candidate against chance alone and "
+                        "makes it champion if it beats chance") from None
+                figures = reason[reason.index("(") + 1:-1]  # first_verdict's figures
+                reason = (f"replaces version {champion.version}, whose evidence is gone ("
+                          f"{figures})" if alias == CHAMPION else
+                          f"version {champion.version}'s evidence is gone, and this one is "
+                          f"{figures}")
+            else:
+                if champion_digest != digest:
+                    raise PromoteError(
+                        f"run {run_id} was tested on split {digest}, the champion of {name} "
+                        f"(version {champion.version}) on {champion_digest}: different test "
+                        "images cannot be compared; train the candidate on the champion's "
+                        "split (the same data set, image size, splits and --split-seed)")
+                result = judge(candidate, champion_frames)
+                alias, reason = decide(result)
     version = register(run_id, name, {SEED_RUNS_TAG: ",".join(ids), DIGEST_TAG: digest})
     client.set_registered_model_alias(name, alias, version.version)
     if alias == CHAMPION:  # it is no challenger any more
