@@ -254,6 +254,36 @@ def test_hidden_and_non_image_files_are_ignored(tmp_path: Path) -> None:
         (tmp_path / "imgs" / "owl" / "0.png").read_bytes())
     d = load_dataset("folder", str(tmp_path / "imgs"), image_size=16)
     assert sum(d.sizes().values()) == 31 and not d.skipped
+    assert dict(d.left_out) == {"cat/.DS_Store": "hidden", "cat/._0.png": "hidden",
+                                "dog/notes.txt": "not an image",
+                                "dog/.ipynb_checkpoints": "hidden"}
+
+
+def test_every_file_is_read_or_listed_with_its_reason(tmp_path: Path) -> None:
+    """Linked files and folders are followed, a loop is not walked twice, and every other entry
+    (hidden, a suffix Pillow reads but the suite does not, no image at all, at the top of the
+    folder) is listed: nothing vanishes without a word."""
+    root = tmp_path / "imgs"
+    write_folder(root, per_class=10)
+    outside = tmp_path / "elsewhere"
+    write_folder(outside, classes=("more",), per_class=4)
+    (root / "cat" / "linked").symlink_to(outside / "more", target_is_directory=True)  # 4 more
+    (root / "dog" / "link.png").symlink_to(root / "dog" / "0.png")  # a linked file: read
+    (root / "owl" / "again").symlink_to(root / "owl", target_is_directory=True)  # a loop
+    (root / "owl" / "photo.ico").write_bytes(b"\0")  # Pillow reads .ico; the suite does not
+    (root / "owl" / ".hidden.png").write_bytes(b"\0")
+    (root / "README.txt").write_text("class folders below")
+    (root / "cat" / "also-dog").symlink_to(root / "dog", target_is_directory=True)
+
+    d = load_dataset("folder", str(root), image_size=16)
+    assert sum(d.sizes().values()) == 10 + 4 + 10 + 1 + 10  # cat (+ linked), dog (+ link), owl
+    reasons = dict(d.left_out)
+    assert reasons == {"README.txt": "outside a class folder", "owl/again": "loop",
+                       "owl/photo.ico": "other suffix", "owl/.hidden.png": "hidden",
+                       "cat/also-dog": "loop"}  # dog's folder is listed once, as dog
+    on_disk = {str(f.relative_to(root)) for f in root.rglob("*") if not f.is_dir()}
+    read = {f.path for f in load_folder(str(root)).x.files}
+    assert on_disk <= read | set(reasons) | {"cat/linked"}  # everything accounted for
 
 
 # --------------------------------------------------------------------------- class sizes

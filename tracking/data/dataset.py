@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tracking.data.image_cache import CachedImages, available_memory, cached_images, take
-from tracking.data.images import to_rgb_size
+from tracking.data.images import LeftOut, to_rgb_size
 from tracking.data.loaders import LOADERS, DataError, ImageFiles
 from tracking.data.splits import Splits, kept_rows
 
@@ -43,6 +43,7 @@ class Dataset:
     x_test: np.ndarray
     y_test: np.ndarray
     skipped: tuple[str, ...] = ()
+    left_out: tuple[LeftOut, ...] = ()  # folder data: every file not read, and why
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -158,7 +159,7 @@ def load_dataset(
         x_train=images(train), y_train=np.asarray(y[train], np.int64),
         x_val=images(val), y_val=np.asarray(y[val], np.int64),
         x_test=to_rgb_size(x_test, image_size), y_test=np.asarray(y_test, np.int64),
-        skipped=skipped,
+        skipped=skipped, left_out=raw.left_out,
     )
 
 

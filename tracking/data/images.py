@@ -38,30 +38,85 @@ class ImageFile(NamedTuple):
     mtime_ns: int
 
 
-def list_images(folder: Path, root: Path) -> list[ImageFile]:
-    """Image files under `folder` (recursively, sorted by path), relative to `root`. Hidden
-    files and folders (a leading dot: .DS_Store, ._IMG_1.JPG, .ipynb_checkpoints) and files
-    whose suffix is not in IMAGE_SUFFIXES (any case) are ignored; linked folders are not
-    followed (as os.walk). Plain os.scandir: pathlib costs seconds per 100,000 files."""
-    found = []
+class LeftOut(NamedTuple):
+    """A file or folder under a data folder that is not read, and why (`LEFT_OUT_REASONS`)."""
+
+    path: str  # POSIX-style, relative to the data folder
+    reason: str
+
+
+LEFT_OUT_REASONS = {
+    "hidden": "a leading dot (.DS_Store, ._IMG_1.JPG, .ipynb_checkpoints)",
+    "other suffix": "Pillow may read it, but its suffix is not one the suite reads",
+    "not an image": "a suffix no image reader knows",
+    "loop": "a linked folder already listed above it (a loop, or a second way to it)",
+    "unreadable folder": "the folder cannot be listed",
+    "outside a class folder": "at the data folder's top, in no class",
+}
+
+
+def pillow_suffixes() -> frozenset[str]:
+    """Every file suffix a Pillow plugin registers (lower case)."""
+    Image.init()
+    return frozenset(Image.registered_extensions())
+
+
+def list_images(folder: Path, root: Path, seen: set[tuple[int, int]] | None = None
+                ) -> tuple[list[ImageFile], list[LeftOut]]:
+    """Image files under `folder` (recursively, sorted by path), relative to `root`, and every
+    other entry found there with why it is left out (LeftOut, LEFT_OUT_REASONS): hidden files
+    and folders, files whose suffix is not in IMAGE_SUFFIXES (any case; those Pillow could read
+    are told apart), folders that cannot be listed. Linked files are read through their link
+    (a broken one is kept, so that reading it reports it); linked folders are followed, each
+    real folder once, so a loop or a second link to a folder already listed is left out, not
+    walked forever; `seen`, the (device, inode) pairs of folders listed elsewhere (a data
+    set's class folders), keeps a link to one of them from listing it a second time. Plain
+    os.scandir: pathlib costs seconds per 100,000 files."""
+    found: list[ImageFile] = []
+    left: list[LeftOut] = []
+    others = pillow_suffixes() - IMAGE_SUFFIXES
+    start = os.stat(folder)
+    seen = set() if seen is None else seen
+    seen.add((start.st_dev, start.st_ino))
     pending = [os.fspath(folder)]
     while pending:
         directory = pending.pop()
         prefix = os.path.relpath(directory, root).replace(os.sep, "/") + "/"
-        with os.scandir(directory) as entries:
-            for entry in entries:
-                if entry.name.startswith("."):
-                    continue
-                if entry.is_dir(follow_symlinks=False):
+        try:
+            with os.scandir(directory) as listing:
+                entries = list(listing)
+        except OSError:
+            left.append(LeftOut(prefix.rstrip("/"), "unreadable folder"))
+            continue
+        for entry in entries:
+            relative = prefix + entry.name
+            if entry.name.startswith("."):
+                left.append(LeftOut(relative, "hidden"))
+                continue
+            try:
+                is_dir = entry.is_dir()  # follows a link
+            except OSError:
+                is_dir = False
+            if is_dir:
+                st = os.stat(entry.path)
+                if (st.st_dev, st.st_ino) in seen:
+                    left.append(LeftOut(relative, "loop"))
+                else:
+                    seen.add((st.st_dev, st.st_ino))
                     pending.append(entry.path)
-                elif os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES:
-                    try:
-                        st = entry.stat()
-                    except OSError:  # a broken link: kept, so that reading it reports it
-                        found.append(ImageFile(prefix + entry.name, -1, 0))
-                        continue
-                    found.append(ImageFile(prefix + entry.name, st.st_size, st.st_mtime_ns))
-    return sorted(found)
+                continue
+            suffix = os.path.splitext(entry.name)[1].lower()
+            if suffix not in IMAGE_SUFFIXES:
+                left.append(LeftOut(relative, "other suffix" if suffix in others
+                                    else "not an image"))
+                continue
+            try:
+                st = entry.stat()
+            except OSError:  # a broken link: kept, so that reading it reports it
+                found.append(ImageFile(relative, -1, 0))
+                continue
+            found.append(ImageFile(relative, st.st_size, st.st_mtime_ns))
+    return sorted(found), sorted(left)
 
 
 def read_image(path: str | Path, size: int) -> np.ndarray:

@@ -23,7 +23,7 @@ import keras
 import numpy as np
 from sklearn.datasets import load_digits as sklearn_digits
 
-from tracking.data.images import IMAGE_SUFFIXES, ImageFile, list_images
+from tracking.data.images import IMAGE_SUFFIXES, ImageFile, LeftOut, list_images
 from tracking.errors import UsageError
 
 FASHION_FILES = {
@@ -69,6 +69,7 @@ class RawData:
     source: str
     x_test: np.ndarray | None = None
     y_test: np.ndarray | None = None
+    left_out: tuple[LeftOut, ...] = ()  # folder data: every entry not read, and why
 
 
 def read_idx(path: str | Path) -> np.ndarray:
@@ -159,21 +160,32 @@ def load_folder(data_dir: str | None = None) -> RawData:
     root = Path(data_dir)
     if not root.is_dir():
         raise DataError(f"data folder {root} does not exist or is not a folder")
-    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    left: list[LeftOut] = []
+    class_dirs = []
+    for entry in sorted(root.iterdir()):
+        if entry.name.startswith("."):
+            left.append(LeftOut(entry.name, "hidden"))
+        elif entry.is_dir():
+            class_dirs.append(entry)
+        else:
+            left.append(LeftOut(entry.name, "outside a class folder"))
     if len(class_dirs) < 2:
         raise DataError(f"data folder {root} must hold at least two class subfolders, "
                         f"found {len(class_dirs)}")
     files: list[ImageFile] = []
     labels: list[int] = []
+    seen = {(st.st_dev, st.st_ino) for st in map(os.stat, class_dirs)}  # each in its class
     for label, class_dir in enumerate(class_dirs):
-        found = list_images(class_dir, root)
+        found, skipped = list_images(class_dir, root, seen)
         if not found:
             raise DataError(f"class folder {class_dir} has no readable images "
                             f"({', '.join(sorted(IMAGE_SUFFIXES))})")
         files += found
         labels += [label] * len(found)
+        left += skipped
     return RawData(ImageFiles(root, tuple(files)), np.asarray(labels, np.int64),
-                   tuple(p.name for p in class_dirs), str(root.resolve()))
+                   tuple(p.name for p in class_dirs), str(root.resolve()),
+                   left_out=tuple(sorted(left)))
 
 
 LOADERS: dict[str, Callable[..., RawData]] = {

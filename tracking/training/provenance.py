@@ -19,10 +19,15 @@ inputs with digests.
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import socket
 import subprocess
+import sys
 import warnings
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +38,7 @@ import numpy as np
 
 from tracking.config import Config, param_text, same_param
 from tracking.data.dataset import Dataset, data_digest
+from tracking.data.images import LeftOut
 from tracking.evaluation.class_names import class_names_param, log_class_names
 from tracking.machine import installed_packages, library_versions, machine
 from tracking.precision import choose_precision
@@ -114,6 +120,7 @@ def run_params(requested: Config, config: Config, model: keras.Model, data: Data
         "test_size": len(data.y_test), "num_classes": data.num_classes,
         **class_names_param(data.class_names),
         "skipped_images": len(data.skipped),
+        "left_out_files": len(data.left_out),
         "data_source": data.source,
         "train_pixel_mean": round(pixel_mean(data.x_train), 2),
         "train_image_mean_range": ",".join(f"{v:.1f}" for v in image_mean_range(data.x_train)),
@@ -124,6 +131,18 @@ def _sample_rows(n: int, sample: int) -> np.ndarray:
     """At most `sample` row numbers of n, evenly spaced (a memory-mapped split is not read
     whole)."""
     return np.unique(np.linspace(0, n - 1, num=min(sample, n), dtype=np.int64))
+
+
+LEFT_OUT_FILE = "left_out_files.csv"  # artifact: path,reason of every entry not read
+
+
+def left_out_csv(items: Sequence[LeftOut]) -> str:
+    """`path,reason` lines (CSV, with a header) of the entries a folder data set left out."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["path", "reason"])
+    writer.writerows(items)
+    return out.getvalue()
 
 
 def pixel_mean(images: np.ndarray, sample: int = 1000) -> float:
@@ -194,6 +213,12 @@ def log_provenance(requested: Config, config: Config, model: keras.Model, data: 
     log_params_once(run_params(requested, config, model, data, devices, steps_per_epoch))
     if data.skipped:
         mlflow.log_text("\n".join(data.skipped) + "\n", "skipped_images.txt")
+    if data.left_out:
+        mlflow.log_text(left_out_csv(data.left_out), LEFT_OUT_FILE)
+        counts = Counter(item.reason for item in data.left_out)
+        print(f"data: {len(data.left_out)} files or folders under {data.source} not read ("
+              + ", ".join(f"{n} {reason}" for reason, n in sorted(counts.items()))
+              + f"): listed in the run's {LEFT_OUT_FILE}", file=sys.stderr)
     log_data_inputs(data, config.image_size)
     log_class_names(data.class_names)
     mlflow.log_text(installed_packages(), "packages.txt")
