@@ -59,7 +59,7 @@ from tracking.comparison.report import Report, build_report, log_report
 from tracking.comparison.selection import CompareError
 from tracking.config import Config, ConfigError, load_for, param_text
 from tracking.data.dataset import Dataset
-from tracking.store.connect import ensure_experiment
+from tracking.store.connect import check_artifact_location, ensure_experiment
 from tracking.store.lifecycle import RUN_KIND_TAG, StopRun, launched_experiment, tracked_run
 from tracking.store.ui import publish_runs_view, runs_table_url
 from tracking.training.loop import train
@@ -387,7 +387,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                              promote=args.promote)
         for seed in config.seed_list():
             config.run_configs(seed)  # validates every run before any starts
-        ensure_experiment(launched_experiment(config.experiment))  # e.g. not a deleted one
+        # the experiment not deleted, its artifact location writable
+        check_artifact_location(ensure_experiment(launched_experiment(config.experiment)))
         first = load(config, config.seed_list()[0])
     with sigterm_as_interrupt():  # `kill` ends the runs like Ctrl-C
         try:

@@ -31,9 +31,10 @@ from tracking.cli import (
 from tracking.config import Config, load_for
 from tracking.data.loaders import LOADERS
 from tracking.precision import PRECISIONS
-from tracking.store.connect import ensure_experiment
+from tracking.store.connect import check_artifact_location, ensure_experiment
 from tracking.store.lifecycle import StopRun, TrackingOffline, launched_experiment
 from tracking.store.ui import run_url
+from tracking.training.checkpoints import complete_checkpoints
 from tracking.training.loop import RESUME_COMMAND, train
 from tracking.training.resume import resume_config
 
@@ -106,7 +107,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                      + ", ".join(others))
     with bad_input_exits(parser):
         config = resume_config(resume) if resume else config_from_args(args)
-        ensure_experiment(launched_experiment(config.experiment))  # e.g. not a deleted one
+        # the experiment not deleted, its artifact location writable
+        check_artifact_location(ensure_experiment(launched_experiment(config.experiment)))
         data = load_for(config)
     with sigterm_as_interrupt():
         try:
@@ -119,9 +121,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         except KeyboardInterrupt as stop:
             last = mlflow.last_active_run()
             run_id = resume or (last.info.run_id if last else "RUN_ID")
-            then = (f"continue it with {RESUME_COMMAND.format(run_id=run_id)}"
-                    if config.checkpoint_every else "it kept no checkpoint to continue from "
-                    "(--checkpoint-every 0)")
+            if not config.checkpoint_every:
+                then = "it kept no checkpoint to continue from (--checkpoint-every 0)"
+            elif run_id != "RUN_ID" and not complete_checkpoints(run_id):
+                then = (f"it stopped before its first checkpoint (every "
+                        f"{config.checkpoint_every} epochs), so there is nothing to continue "
+                        "from: start it again")
+            else:
+                then = f"continue it with {RESUME_COMMAND.format(run_id=run_id)}"
             print(f"{str(stop) or 'interrupted'}: the run is marked KILLED; {then}",
                   file=sys.stderr)
             return interrupt_status(stop)

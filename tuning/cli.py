@@ -18,7 +18,7 @@ from tracking.cli import (
 from tracking.config import load_for
 from tracking.data.loaders import LOADERS
 from tracking.precision import PRECISIONS
-from tracking.store.connect import ensure_experiment
+from tracking.store.connect import check_artifact_location, ensure_experiment
 from tracking.store.lifecycle import launched_experiment
 from tuning.config import TuneConfig
 from tuning.report import format_summary
@@ -84,7 +84,9 @@ def main(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> 
         base = config.base_config()
         check_storage(config.resolved().storage)
         check_resume(config)  # an existing study must have this search space
-        ensure_experiment(launched_experiment(config.resolved().experiment))
+        # the experiment not deleted, its artifact location writable
+        check_artifact_location(ensure_experiment(
+            launched_experiment(config.resolved().experiment)))
         if args.create_only:
             print(create_study_only(config))
             return 0

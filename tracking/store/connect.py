@@ -21,6 +21,9 @@ from __future__ import annotations
 
 import fcntl
 import os
+import tempfile
+import urllib.parse
+import urllib.request
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -194,6 +197,44 @@ def prepare_store(uri: str | None = None) -> str:
         mlflow.MlflowClient(uri).search_experiments(max_results=1)
     _prepared.add(uri)
     return uri
+
+
+class ArtifactLocationError(UsageError):
+    """The experiment's artifact location cannot be written (read-only, no permission, full)."""
+
+
+def local_artifact_path(uri: str) -> Path | None:
+    """The folder a local artifact location (a path or file:// URI) names, else None (a
+    server's, an object store's)."""
+    parsed = urllib.parse.urlparse(uri)
+    if parsed.scheme == "file":
+        return Path(urllib.request.url2pathname(parsed.path))
+    if parsed.scheme == "" or (len(parsed.scheme) == 1 and os.name == "nt"):
+        return Path(uri)
+    return None
+
+
+def check_artifact_location(experiment_id: str) -> None:
+    """Raise ArtifactLocationError (one line: the location and the OS's reason) when the
+    experiment's artifact location is a local folder this process cannot write into; checked
+    by creating and removing a file in it (or in its nearest existing parent: the location is
+    made at the first artifact). Locations on a server or an object store are checked by
+    their first write."""
+    location = mlflow.MlflowClient().get_experiment(experiment_id).artifact_location
+    folder = local_artifact_path(location)
+    if folder is None:
+        return
+    probe_in = folder
+    while not probe_in.exists() and probe_in.parent != probe_in:
+        probe_in = probe_in.parent
+    try:
+        with tempfile.NamedTemporaryFile(dir=probe_in, prefix=".write-check-"):
+            pass
+    except OSError as err:
+        raise ArtifactLocationError(
+            f"cannot write to the artifact location {location} ({err.strerror or err}): "
+            "checkpoints and the model could not be saved; make it writable, free space, or "
+            "use an experiment whose artifact location can be written") from None
 
 
 def ensure_experiment(name: str) -> str:

@@ -29,7 +29,7 @@ from mlflow.entities import Metric, RunTag
 from tracking.data.batches import Padded
 from tracking.evaluation.evaluate import crossentropy
 from tracking.store.lifecycle import HEARTBEAT_TAG, StopRun
-from tracking.training.checkpoints import CheckpointStore
+from tracking.training.checkpoints import ArtifactsUnwritable, CheckpointStore
 from tracking.training.classifier import seed_states
 
 VAL_SECONDS = "val_seconds"  # logs key: seconds of this epoch's validation pass
@@ -180,6 +180,8 @@ class Checkpointer(keras.callbacks.Callback):
                                                 "early_stopping": self.stopper.state(),
                                                 "seeds": seed_states(self.model)},
                         best=self.stopper.best_epoch == epoch)
+        if self.store.failure:  # an earlier write was refused: stop at this epoch's end
+            raise ArtifactsUnwritable(self.store.failure, epoch=epoch + 1)
 
 
 class MlflowMetrics(keras.callbacks.Callback):

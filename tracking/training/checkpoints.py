@@ -14,6 +14,7 @@ Checkpoints of earlier versions (`model.keras`, `.weights.h5`) are still read.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -30,12 +31,33 @@ import mlflow
 import numpy as np
 from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
+from tracking.store.lifecycle import StopRun
+
 ARTIFACT_DIR = "checkpoints"
 WEIGHTS_FILE = "weights.npz"  # model weights and optimizer variables (NumPy arrays)
 LEGACY_MODEL_FILE = "model.keras"  # checkpoints written before weights.npz: a whole model
 STATE_FILE = "state.json"
 BEST_SUFFIX = ".weights.npz"
 LEGACY_BEST_SUFFIX = ".weights.h5"
+
+
+# what a disk says when it will not take a file: full, read-only, no permission, a quota, too
+# large (other OSErrors, e.g. a dropped connection to a server, mean the server is away)
+DISK_ERRORS = frozenset({errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT,
+                         errno.EFBIG})
+
+
+def disk_refused(err: BaseException) -> bool:
+    """Whether `err` is a disk refusing a write (DISK_ERRORS), not a server being away."""
+    return isinstance(err, OSError) and err.errno in DISK_ERRORS
+
+
+class ArtifactsUnwritable(StopRun):
+    """A checkpoint (or the model) could not be written to the run's artifact location: the
+    disk is full, the mount read-only, a quota reached. Training stops at the epoch's end and
+    the run ends FAILED with this reason as `stop_reason`."""
+
+    status = "FAILED"
 
 
 def atomic_save(path: Path, write: Callable[[str], None]) -> None:
@@ -80,6 +102,8 @@ class CheckpointStore:
         self._uploaded: list[str] = []
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint")
         self._pending: Future | None = None
+        self.failure = ""  # the first write the disk refused, in one line ("" = none)
+        self.saved_epoch = 0  # the newest epoch with a complete checkpoint in the artifacts
 
     def save(self, model: keras.Model, epoch: int, state: dict[str, Any],
              best: bool = False) -> None:
@@ -110,10 +134,21 @@ class CheckpointStore:
 
     def _write_epoch(self, snap: dict[str, list[np.ndarray]], epoch: int,
                      state: dict[str, Any], best: bool, checkpoint: bool) -> None:
-        if best:
-            self._write_best(snap["w"], epoch)
-        if checkpoint:
-            self._write_checkpoint(snap, epoch, state)
+        if self.failure:
+            return  # the disk refused an earlier write: training is stopping
+        try:
+            if best:
+                self._write_best(snap["w"], epoch)
+            if checkpoint:
+                self._write_checkpoint(snap, epoch, state)
+        except OSError as err:
+            if not disk_refused(err):
+                raise  # reported by `wait`, as any other failed save
+            where = mlflow.get_run(self.run_id).info.artifact_uri
+            self.failure = f"epoch {epoch}'s checkpoint refused ({err.strerror or err})"
+            print(f"error: the checkpoint of epoch {epoch} could not be written to {where} "
+                  f"({err.strerror or err}); training stops at the end of this epoch",
+                  file=sys.stderr, flush=True)
 
     def _write_best(self, weights: list[np.ndarray], epoch: int) -> None:
         name = f"best-epoch-{epoch:04d}{BEST_SUFFIX}"
@@ -121,7 +156,9 @@ class CheckpointStore:
         atomic_save(path, lambda p: _save_arrays(p, {"w": weights}))
         try:
             self.client.log_artifact(self.run_id, str(path), ARTIFACT_DIR)
-        except Exception:  # noqa: BLE001 - server away: the previous best stays the best
+        except Exception as err:  # noqa: BLE001 - server away: the previous best stays the best
+            if disk_refused(err):
+                raise  # the artifact location refused it (`_write_epoch` stops training)
             return
         previous, self.best_file = self.best_file, name
         if previous and previous != name:
@@ -141,12 +178,16 @@ class CheckpointStore:
         try:
             self.client.log_artifact(self.run_id, str(folder / WEIGHTS_FILE), target)
             self.client.log_artifact(self.run_id, str(folder / STATE_FILE), target)  # completes
-        except Exception:  # noqa: BLE001 - server away: the previous checkpoint stays
+        except Exception as err:  # noqa: BLE001 - server away: the previous checkpoint stays
             shutil.rmtree(folder, ignore_errors=True)
+            if disk_refused(err):
+                self._delete(target)  # half a checkpoint; the previous one stays
+                raise
             return
         for old in self._uploaded:
             self._delete(old)
         self._uploaded = [target]
+        self.saved_epoch = epoch
         shutil.rmtree(folder, ignore_errors=True)
 
     def drop_all(self) -> None:
@@ -223,6 +264,19 @@ def latest_checkpoint(run_id: str, into: str | Path) -> tuple[Path, dict[str, An
             continue
         return Path(weights_path), state
     return None
+
+
+def complete_checkpoints(run_id: str) -> list[str]:
+    """Artifact paths of run `run_id`'s complete checkpoint folders (`epoch-NNNN` holding a
+    state file), oldest first."""
+    client = mlflow.MlflowClient()
+    try:
+        folders = sorted(f.path for f in client.list_artifacts(run_id, ARTIFACT_DIR)
+                         if f.is_dir and Path(f.path).name.startswith("epoch-"))
+        return [f for f in folders
+                if STATE_FILE in {Path(a.path).name for a in client.list_artifacts(run_id, f)}]
+    except Exception:  # noqa: BLE001 - an unreadable store holds no usable checkpoint
+        return []
 
 
 def download_best_weights(run_id: str, name: str, into: str | Path) -> Path | None:

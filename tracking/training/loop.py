@@ -41,7 +41,7 @@ from tracking.training.checkpoints import CheckpointStore
 from tracking.training.classifier import build_classifier, compile_classifier, distribution
 from tracking.training.determinism import enable_determinism
 from tracking.training.finish import finish_run
-from tracking.training.offline import keep_offline_if_unreachable
+from tracking.training.offline import keep_offline_if_unreachable, keep_weights_if_disk_refuses
 from tracking.training.provenance import log_provenance, run_tags
 from tracking.training.resume import StartPoint, resume_point
 
@@ -115,7 +115,8 @@ def train(
                                    first_epoch=start.epochs_done)
             history, stopper = EpochHistory(start.history), start.early_stopper(config.patience)
             metrics = MlflowMetrics(run_id, skip_epochs=logged_before)
-            with timed(timings, "fit_seconds"):
+            with timed(timings, "fit_seconds"), keep_weights_if_disk_refuses(
+                    run_id, start.model, stopper, history, metrics, checkpoints):
                 if not start.finished_by(config):
                     start.model.fit(
                         batches, epochs=config.epochs, initial_epoch=start.epochs_done,

@@ -28,7 +28,14 @@ from mlflow.entities import Metric
 from tracking.config import load_for
 from tracking.store.connect import tracking_reachable
 from tracking.store.lifecycle import TrackingOffline
-from tracking.training.checkpoints import atomic_save, drop_checkpoints
+from tracking.training.callbacks import EpochHistory, MlflowMetrics, best_epoch_of
+from tracking.training.checkpoints import (
+    ArtifactsUnwritable,
+    CheckpointStore,
+    atomic_save,
+    disk_refused,
+    drop_checkpoints,
+)
 from tracking.training.finish import finish_run
 from tracking.training.resume import config_from_params
 
@@ -56,7 +63,17 @@ def keep_offline_if_unreachable(run_id: str, model: keras.Model,
     the server reachable is re-raised as it is."""
     try:
         yield
-    except Exception:
+    except Exception as err:
+        if disk_refused(err):  # the artifact location is full or read-only
+            try:
+                folder = save_offline(run_id, model, history, best_epoch, pending)
+            except OSError:
+                raise ArtifactsUnwritable(f"the trained model could not be logged ({err}); "
+                                          "nor kept on this machine's disk") from None
+            raise ArtifactsUnwritable(
+                f"the trained model could not be logged ({err}); it is in {folder}: once the "
+                f"artifact location has room, python -m tracking.runs upload {folder} "
+                "finishes the run with it") from None
         if tracking_reachable():
             raise
         folder = save_offline(run_id, model, history, best_epoch, pending)
@@ -64,6 +81,33 @@ def keep_offline_if_unreachable(run_id: str, model: keras.Model,
               f" model and {len(pending)} unsent metrics are in {folder}. When the server is"
               f" back: python -m tracking.runs upload {folder}", file=sys.stderr)
         raise TrackingOffline(str(folder)) from None
+
+
+@contextlib.contextmanager
+def keep_weights_if_disk_refuses(run_id: str, model: keras.Model,
+                                 stopper: keras.callbacks.EarlyStopping, history: EpochHistory,
+                                 metrics: MlflowMetrics, store: CheckpointStore
+                                 ) -> Iterator[None]:
+    """Run the block (training); when the artifact location refused a checkpoint
+    (ArtifactsUnwritable), save the best weights so far with `save_offline` on this machine's
+    disk and raise ArtifactsUnwritable again, its reason saying where they are, how to finish
+    the run with them (`python -m tracking.runs upload`) and what a resume would start from."""
+    try:
+        yield
+    except ArtifactsUnwritable as stop:
+        if stopper.best_weights is not None:
+            model.set_weights(stopper.best_weights)
+        best = best_epoch_of(stopper, history.epochs)
+        try:
+            folder = save_offline(run_id, model, history.epochs, best, metrics.pending)
+        except OSError as err:
+            kept = f"nor could the weights be kept here ({err.strerror or err})"
+        else:  # the tag stop_reason keeps 250 characters: the command first
+            kept = (f"epoch {best}'s weights kept: python -m tracking.runs upload {folder} "
+                    "finishes the run once there is room")
+        resume = (f"; --resume goes on from epoch {store.saved_epoch}"
+                  if store.saved_epoch else "")
+        raise ArtifactsUnwritable(f"{stop.reason}; {kept}{resume}", stop.epoch) from None
 
 
 UPLOADED_TAG = "uploaded_after_outage"

@@ -34,9 +34,9 @@ from tracking.data.loaders import DataError
 from tracking.store.lifecycle import live_process
 from tracking.training.callbacks import ResumableEarlyStopping
 from tracking.training.checkpoints import (
-    ARTIFACT_DIR,
     BEST_SUFFIX,
     WEIGHTS_FILE,
+    complete_checkpoints,
     download_best_weights,
     latest_checkpoint,
     load_arrays,
@@ -108,10 +108,11 @@ def resume_config(run_id: str) -> Config:
     if alive:
         raise ConfigError(f"cannot resume run {run_id}: it is still running ({alive}); "
                           "stop that process first")
-    if not mlflow.MlflowClient().list_artifacts(run_id, ARTIFACT_DIR):
-        raise ConfigError(f"cannot resume run {run_id}: it saved no checkpoint (it stopped "
-                          "before its first epoch ended, or ran with --checkpoint-every 0); "
-                          "start a new run")
+    if not complete_checkpoints(run_id):
+        every = unquote(run.data.params.get("checkpoint_every", "1"))
+        raise ConfigError(f"cannot resume run {run_id}: it has no complete checkpoint (it "
+                          f"checkpoints every {every} epochs and stopped before the first, or "
+                          "its artifact location refused it); start a new run")
     return config_from_params(run.data.params)
 
 
