@@ -792,3 +792,28 @@ def test_a_worker_outlives_a_database_restart(mlflow_uri: str, tmp_path: Path,
     assert {r.info.status for r in children} == {"FINISHED"}
     assert {r.info.run_id for r in children} == {t.user_attrs["mlflow_run_id"]
                                                  for t in study.trials}
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_ctrl_c_swallowed_by_a_gc_callback_still_stops_the_loop() -> None:
+    """Python only prints an exception raised in a garbage-collector callback; the signal is
+    remembered, and the tuning loop's next turn raises it (tuning.study.run_trials)."""
+    import gc
+
+    from tracking.cli import raise_if_interrupted, sigterm_as_interrupt
+
+    def interrupt_during_gc(phase: str, info: dict) -> None:
+        if phase == "start":
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.2)  # the handler runs here, inside the callback
+
+    with sigterm_as_interrupt():
+        gc.callbacks.append(interrupt_during_gc)
+        try:
+            gc.collect()  # the KeyboardInterrupt is swallowed ("Exception ignored")
+        finally:
+            gc.callbacks.remove(interrupt_during_gc)
+        with pytest.raises(KeyboardInterrupt, match="Ctrl-C"):
+            raise_if_interrupted()
+    with sigterm_as_interrupt():
+        raise_if_interrupted()  # a new block starts with nothing pending

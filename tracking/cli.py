@@ -105,19 +105,40 @@ def boolean(name: str, auto: bool = False) -> Callable[[str], bool | None]:
     return parse
 
 
+_RECEIVED: list[int] = []  # the interrupting signals received inside sigterm_as_interrupt
+
+
+def _interrupt_message(signum: int) -> str:
+    return "interrupted (SIGTERM)" if signum == signal.SIGTERM else "interrupted (Ctrl-C)"
+
+
 def _raise_interrupt(signum: int, frame: Any) -> NoReturn:
-    raise KeyboardInterrupt("interrupted (SIGTERM)")
+    _RECEIVED.append(signum)
+    raise KeyboardInterrupt(_interrupt_message(signum))
+
+
+def raise_if_interrupted() -> None:
+    """Raise the KeyboardInterrupt of a signal received earlier whose exception Python
+    swallowed: one raised inside a garbage-collector callback or a finalizer (`gc.collect()`
+    after a tuning trial, say) is only printed as "Exception ignored", and the loop would go
+    on. Call between units of work (trials)."""
+    if _RECEIVED:
+        raise KeyboardInterrupt(_interrupt_message(_RECEIVED[-1]))
 
 
 @contextlib.contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
     """SIGTERM (`kill`, a scheduler's preemption) raises KeyboardInterrupt, as Ctrl-C does, so
-    the run in progress ends KILLED with its checkpoints instead of staying RUNNING."""
+    the run in progress ends KILLED with its checkpoints instead of staying RUNNING; both are
+    remembered for `raise_if_interrupted`."""
+    _RECEIVED.clear()
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    previous_int = signal.signal(signal.SIGINT, _raise_interrupt)
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
 
 
 def interrupt_status(stop: KeyboardInterrupt) -> int:

@@ -43,6 +43,7 @@ import optuna
 from optuna.trial import TrialState
 from tqdm import tqdm
 
+from tracking.cli import raise_if_interrupted
 from tracking.config import load_for
 from tracking.data.dataset import Dataset
 from tracking.store.connect import ensure_experiment, masked
@@ -199,6 +200,7 @@ def run_trials(study: optuna.Study, config: TuneConfig, run_trial: Callable[...,
     with tqdm(total=config.n_trials, initial=min(done, config.n_trials), unit="trial",
               desc=config.study_name, file=sys.stderr, disable=not sys.stderr.isatty()) as bar:
         while not (config.timeout and time.monotonic() - started >= config.timeout):
+            raise_if_interrupted()  # a Ctrl-C that landed in gc after the last trial
             with contextlib.ExitStack() as gate, quiet_interrupted_trials():
                 # gate: the storage lock, held until the trial exists
                 gate.enter_context(storage_lock(config.storage))
