@@ -266,3 +266,44 @@ def test_run_artifacts_page_shows_the_evaluation(tmp_path: Path,
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000
     if os.environ.get("MLFLOW_UI_SCREENSHOT"):
         shutil.copyfile(shot, os.environ["MLFLOW_UI_SCREENSHOT"])
+
+
+def test_long_and_cjk_class_names_are_drawn_readably(tmp_path) -> None:
+    """70-character names are shortened so that the figure shows them whole; names no
+    installed font can draw become indices with a note, never boxes."""
+    import io
+    import warnings
+
+    import numpy as np
+
+    from tracking.evaluation.plots import (
+        INDEX_NOTE,
+        MAX_LABEL_CHARS,
+        confusion_matrix_figure,
+        label_fonts,
+    )
+
+    long_names = [f"{'very long class name ' * 3}{i}"[:70] for i in range(3)]
+    cm = np.array([[5, 1, 0], [0, 6, 1], [2, 0, 4]])
+    fig = confusion_matrix_figure(cm, long_names)
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    labels = [t.get_text() for t in ax.get_xticklabels()]
+    assert len(set(labels)) == 3 and all(len(t) <= MAX_LABEL_CHARS + 4 for t in labels)
+    box = fig.bbox
+    for tick in [*ax.get_xticklabels(), *ax.get_yticklabels()]:
+        extent = tick.get_window_extent()
+        assert box.x0 - 1 <= extent.x0 and extent.x1 <= box.x1 + 1  # not clipped
+        assert box.y0 - 1 <= extent.y0 and extent.y1 <= box.y1 + 1
+
+    cjk = ["猫", "犬", "鳥"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fig = confusion_matrix_figure(cm, cjk)
+        fig.savefig(io.BytesIO(), format="png")
+    assert not [w for w in caught if "missing from font" in str(w.message)]  # no boxes
+    labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    if label_fonts(cjk) is None:  # no CJK font installed here
+        assert labels == ["0", "1", "2"] and INDEX_NOTE in fig.axes[0].get_title()
+    else:
+        assert labels == cjk

@@ -34,6 +34,7 @@ from tracking.evaluation.evaluate import ECE_BINS, reliability
 from tracking.evaluation.outcomes import probabilities_of
 from tracking.evaluation.plots import (
     accuracy_by_model_figure,
+    class_labels,
     confusion_matrices_figure,
     curves_by_model_figure,
     image_gallery_figure,
@@ -113,7 +114,7 @@ def _common_mistakes_figure(groups: Sequence[ModelGroup]) -> Figure | None:
     """A gallery of the test images every model of one data set gets wrong (those whose
     pictures the runs logged), with the true class and each model's answer."""
     images, captions, total = [], [], 0
-    names = groups[0].runs[0].class_names if groups else []
+    names, families, note = class_labels(groups[0].runs[0].class_names if groups else [])
     for shared in shared_mistakes(groups):
         total += len(shared.indices)
         for n, (index, true) in enumerate(zip(shared.indices, shared.true_labels, strict=True)):
@@ -126,9 +127,9 @@ def _common_mistakes_figure(groups: Sequence[ModelGroup]) -> Figure | None:
             captions.append(f"#{index} true {_name(names, true)}\n{answers}")
     if not images:
         return None
-    return image_gallery_figure(np.stack(images), captions, title=(
+    return image_gallery_figure(np.stack(images), captions, families=families, title=(
         f"{groups[0].dataset}: test images every model gets wrong ({len(images)} of {total} "
-        "shown, most confident first)"))
+        "shown, most confident first)" + (f"; {note}" if note else "")))
 
 
 def _name(names: Sequence[str], label: int) -> str:

@@ -36,7 +36,7 @@ from matplotlib.figure import Figure
 from mlflow.exceptions import MlflowException
 
 from tracking.errors import UsageError
-from tracking.evaluation.plots import image_gallery_figure
+from tracking.evaluation.plots import class_labels, image_gallery_figure
 
 PREDICTIONS_FILE = "predictions.json"
 MISTAKES_FILE = "misclassified_images.npz"
@@ -79,14 +79,15 @@ def mistakes_gallery_figure(probs: np.ndarray, labels: np.ndarray, class_names: 
     its true class, predicted class and that class's probability, most confident first."""
     worst = worst_mistakes(probs, labels)
     shown = worst[:GALLERY_SIZE]
-    names = [str(c) for c in class_names]
+    names, families, note = class_labels([str(c) for c in class_names])
     predicted = probs.argmax(axis=1)
     captions = [f"true {names[labels[i]]}\npredicted {names[predicted[i]]}\n"
                 f"p = {probs[i, predicted[i]]:.3f}" for i in shown]
     found = (f"{len(shown)} of {len(worst)} wrong" if len(worst) else "none, every image right")
     return image_gallery_figure(
-        images[shown], captions,
-        title=f"{title} most confident mistakes: {found} (test, n={len(labels)})")
+        images[shown], captions, families=families,
+        title=f"{title} most confident mistakes: {found} (test, n={len(labels)})"
+              + (f"; {note}" if note else ""))
 
 
 def log_outcomes(probs: np.ndarray, labels: np.ndarray, class_names: Sequence[str], *,

@@ -3,6 +3,7 @@ Figure; the caller logs or saves it, then closes it."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -11,8 +12,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib import font_manager  # noqa: E402
 from matplotlib.colors import ListedColormap, LogNorm  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ft2font import FT2Font  # noqa: E402
 from matplotlib.ticker import MaxNLocator, NullFormatter  # noqa: E402
 
 SHARE_FLOOR = 1e-3  # the confusion colour scale's lowest share of a true class (log scale)
@@ -26,6 +29,59 @@ MAX_FIGURE_INCHES = 24.0  # the side of the largest confusion matrix figure
 # names appear only inside the axes): fixed margins instead of tight_layout, which renders
 # every text once more to measure it and was about a third of the post-training time
 FIXED_MARGINS = {"left": 0.07, "right": 0.97, "top": 0.87}
+
+
+MAX_LABEL_CHARS = 24  # a class name longer than this is shortened on an axis (middle elided)
+INDEX_NOTE = "classes by index (class_names.json): no installed font draws their names"
+
+
+@functools.lru_cache(maxsize=1)
+def _font_coverage() -> tuple[tuple[str, frozenset[int]], ...]:
+    """(family, code points it draws) of every font matplotlib found, the default first."""
+    default = font_manager.findfont(font_manager.FontProperties())
+    fonts = sorted(font_manager.fontManager.ttflist, key=lambda f: f.fname != default)
+    out = []
+    for font in fonts:
+        if font.name.startswith("Last Resort"):  # its "glyphs" are placeholder boxes
+            continue
+        try:
+            out.append((font.name, frozenset(FT2Font(font.fname).get_charmap())))
+        except (OSError, RuntimeError):  # a font file matplotlib listed but cannot open
+            continue
+    return tuple(out)
+
+
+def label_fonts(names: Sequence[str]) -> list[str] | None:
+    """Font families that together draw every character of `names` (matplotlib falls back
+    from one to the next, glyph by glyph), the default first; None when some character has
+    no installed font (CJK names without e.g. Debian's fonts-noto-cjk)."""
+    coverage = _font_coverage()
+    families = [coverage[0][0]] if coverage else []
+    missing = {ord(c) for name in names for c in name if not c.isspace()}
+    for family, points in coverage:
+        if missing & points:
+            if family not in families:
+                families.append(family)
+            missing -= points
+        if not missing:
+            return families
+    return None if missing else families
+
+
+def class_labels(names: Sequence[str]) -> tuple[list[str], list[str] | None, str]:
+    """Axis labels for class `names`: (labels, font families, note). Names longer than
+    MAX_LABEL_CHARS lose their middle to an ellipsis (a number is added if two then read the
+    same); names no installed font can draw become their indices, with INDEX_NOTE."""
+    families = label_fonts(names)
+    if families is None:
+        return [str(i) for i in range(len(names))], None, INDEX_NOTE
+    half = (MAX_LABEL_CHARS - 1) // 2
+    labels = [n if len(n) <= MAX_LABEL_CHARS else f"{n[:half]}\u2026{n[-half:]}"
+              for n in names]
+    if len(set(labels)) < len(labels):
+        labels = [f"{i}: {label}" if label != name else label
+                  for i, (label, name) in enumerate(zip(labels, names, strict=True))]
+    return labels, families, ""
 
 
 def confusion_matrix_figure(
@@ -45,13 +101,16 @@ def confusion_matrix_figure(
     share = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
     norm = LogNorm(vmin=SHARE_FLOOR, vmax=1.0, clip=True)
     im = ax.imshow(np.ma.masked_less_equal(share, 0), cmap=SHARE_COLOURS, norm=norm)
+    note = ""
     if len(class_names) <= MAX_LABELLED_CLASSES:
         ticks = np.arange(len(class_names))
-        ax.set_xticks(ticks, labels=class_names, rotation=45, ha="right")
-        ax.set_yticks(ticks, labels=class_names)
+        labels, families, note = class_labels(class_names)
+        font = {"fontfamily": families} if families else {}
+        ax.set_xticks(ticks, labels=labels, rotation=45, ha="right", **font)
+        ax.set_yticks(ticks, labels=labels, **font)
     ax.set_xlabel("Predicted class")
     ax.set_ylabel("True class")
-    ax.set_title(title)
+    ax.set_title(f"{title}\n{note}" if note else title)
     if len(class_names) <= MAX_LABELLED_CLASSES:  # beyond, neither names nor counts can be read
         for i, j in zip(*np.nonzero(cm), strict=True):
             ax.text(j, i, str(int(cm[i, j])), ha="center", va="center", fontsize=8,
@@ -97,11 +156,12 @@ def roc_pr_curves_figure(curves: Sequence[Any], class_names: Sequence[str],
     legend = len(class_names) <= MAX_LEGEND_CLASSES
     colours = plt.get_cmap("tab10" if len(class_names) <= 10 else "tab20").colors
     present = [(k, c) for k, c in enumerate(curves) if c is not None]
+    names, families, note = class_labels(class_names) if legend else (class_names, None, "")
     for k, c in present:
         style = ({"color": colours[k % len(colours)], "lw": 1.3} if legend
                  else {"color": "tab:blue", "lw": 0.6, "alpha": 0.35})
-        roc.plot(c.fpr, c.tpr, label=f"{class_names[k]} ({c.roc_auc:.3f})", **style)
-        pr.plot(c.recall, c.precision, label=f"{class_names[k]} ({c.average_precision:.3f})",
+        roc.plot(c.fpr, c.tpr, label=f"{names[k]} ({c.roc_auc:.3f})", **style)
+        pr.plot(c.recall, c.precision, label=f"{names[k]} ({c.average_precision:.3f})",
                 drawstyle="steps-post", **style)
     roc.plot([0, 1], [0, 1], color="grey", ls=":", lw=1)
     macro_auc = np.mean([c.roc_auc for _, c in present]) if present else float("nan")
@@ -114,7 +174,9 @@ def roc_pr_curves_figure(curves: Sequence[Any], class_names: Sequence[str],
         ax.grid(alpha=0.3)
         if legend and present:
             ax.legend(fontsize=7, loc="lower right" if ax is roc else "lower left",
-                      title="class (area)", title_fontsize=7)
+                      title="class by index (area)" if note else "class (area)",
+                      title_fontsize=7,
+                      prop={"family": families, "size": 7} if families else None)
     if not legend:
         fig.text(0.5, 0.01, f"{len(present)} classes, one line each (legend omitted)",
                  ha="center", fontsize=8)
@@ -149,8 +211,9 @@ def reliability_diagram_figure(confidence: np.ndarray, accuracy: np.ndarray,
 
 
 def image_gallery_figure(images: np.ndarray, captions: Sequence[str], title: str = "",
-                         columns: int = 6) -> Figure:
-    """Images (n, S, S, 3) uint8 in a grid, each with its caption (7-point lines) above it."""
+                         columns: int = 6, families: list[str] | None = None) -> Figure:
+    """Images (n, S, S, 3) uint8 in a grid, each with its caption (7-point lines) above it, in
+    the font `families` (from `class_labels`) when given."""
     count = len(images)
     rows = max(1, int(np.ceil(count / columns)))
     # fixed margins (see FIXED_MARGINS), sized in inches from the captions' line count; a
@@ -166,7 +229,7 @@ def image_gallery_figure(images: np.ndarray, captions: Sequence[str], title: str
         ax.axis("off")
     for ax, picture, text in zip(axes.flat, images, captions, strict=False):
         ax.imshow(picture, interpolation="nearest")
-        ax.set_title(text, fontsize=7)
+        ax.set_title(text, fontsize=7, **({"fontfamily": families} if families else {}))
     if count == 0:
         axes[0, 0].text(0, 0.5, "none", fontsize=10)
     fig.suptitle(title, fontsize=10)
