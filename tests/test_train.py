@@ -284,3 +284,14 @@ def test_a_batch_larger_than_the_training_split_is_logged_as_trained(mlflow_uri:
     assert params["steps_per_epoch"] == "1"
     assert f"batch size 4096 cut to {n}: the training split has only {n} images" in \
         capsys.readouterr().err
+
+
+def test_a_run_whose_output_is_no_terminal_says_its_progress_within_an_epoch(
+        mlflow_uri: str, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    monkeypatch.setenv("KERAS_MLFLOW_SUITE_PROGRESS_SECONDS", "0")  # every step, for the test
+    train(Config(**TINY))  # 2 epochs; pytest's captured stdout is not a terminal
+    out = capsys.readouterr().out
+    steps = [line for line in out.splitlines() if line.startswith("epoch 1/2: step ")]
+    assert steps and "s/step, epoch ends in" in steps[0]
+    assert "epoch 1/2 took" in out and "at most 1 more, about" in out
+    assert "epoch 2/2 took" not in out  # nothing left to estimate after the last epoch

@@ -34,6 +34,7 @@ from tracking.training.callbacks import (
     LearningRateMetric,
     MlflowMetrics,
     NanGuard,
+    ProgressLines,
     Validation,
     best_epoch_of,
 )
@@ -114,6 +115,8 @@ def train(
             batches = EpochBatches(data.x_train, data.y_train, config.batch_size, config.seed,
                                    first_epoch=start.epochs_done)
             history, stopper = EpochHistory(start.history), start.early_stopper(config.patience)
+            # a terminal has Keras's progress bar; a log file gets a line every ~10 s
+            progress = [] if sys.stdout.isatty() else [ProgressLines(config.epochs, len(batches))]
             metrics = MlflowMetrics(run_id, skip_epochs=logged_before)
             with timed(timings, "fit_seconds"), keep_weights_if_disk_refuses(
                     run_id, start.model, stopper, history, metrics, checkpoints):
@@ -124,7 +127,7 @@ def train(
                         callbacks=[Validation(data.x_val, data.y_val), LearningRateMetric(),
                                    EpochTimer(batches.images_per_epoch), history, stopper,
                                    Checkpointer(checkpoints, stopper, history), metrics,
-                                   NanGuard(), *callbacks])
+                                   NanGuard(), *progress, *callbacks])
                 elif start.best_weights is not None:
                     start.model.set_weights(start.best_weights)
 
