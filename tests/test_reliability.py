@@ -144,7 +144,7 @@ def test_resume_refuses_a_live_run_a_run_without_checkpoint_and_other_runs(
         sleeper.wait()
     with pytest.raises(SystemExit) as err:  # gone, but it never saved a checkpoint
         main(["--resume", run.info.run_id])
-    assert err.value.code == 2 and "saved no checkpoint" in capsys.readouterr().err
+    assert err.value.code == 2 and "has no complete checkpoint" in capsys.readouterr().err
     other = mlflow.MlflowClient().create_run(exp, tags={"run_kind": "comparison"})
     mlflow.MlflowClient().log_param(other.info.run_id, "model", "concat_cnn")
     mlflow.MlflowClient().set_terminated(other.info.run_id, "FAILED")

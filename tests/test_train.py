@@ -295,3 +295,34 @@ def test_a_run_whose_output_is_no_terminal_says_its_progress_within_an_epoch(
     assert steps and "s/step, epoch ends in" in steps[0]
     assert "epoch 1/2 took" in out and "at most 1 more, about" in out
     assert "epoch 2/2 took" not in out  # nothing left to estimate after the last epoch
+
+
+def test_an_epochs_metrics_reach_the_store_only_after_its_checkpoint(mlflow_uri: str) -> None:
+    """Watched from inside training: whenever the store shows epoch k's metrics, a complete
+    checkpoint of epoch k or later is in the artifacts (the upload runs in the background)."""
+    import keras
+
+    from tracking.training.checkpoints import complete_checkpoints
+
+    seen: list[tuple[int, int]] = []
+
+    class Probe(keras.callbacks.Callback):
+        def check(self) -> None:
+            run_id = mlflow.active_run().info.run_id
+            steps = {m.step for m in mlflow.MlflowClient().get_metric_history(run_id, "loss")}
+            folders = complete_checkpoints(run_id)
+            newest = int(folders[-1].rsplit("-", 1)[1]) if folders else 0
+            seen.append((max(steps, default=0), newest))
+            assert max(steps, default=0) <= newest, (steps, folders)
+
+        def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+            if batch % 3 == 0:
+                self.check()
+
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            self.check()
+
+    results = train(Config(**{**TINY, "epochs": 3}), callbacks=[Probe()])
+    assert any(logged > 0 for logged, _ in seen)  # metrics did arrive during training
+    history = mlflow.MlflowClient().get_metric_history(results["run_id"], "loss")
+    assert sorted(m.step for m in history) == [1, 2, 3]  # each epoch once, none lost

@@ -249,28 +249,59 @@ class MlflowMetrics(keras.callbacks.Callback):
     so training does not wait for the store; the next epoch (or `flush()`) collects its
     outcome. When the tracking server is away, training goes on: the metrics stay in
     `pending` and go with the next epoch's (`flush()` sends them at the end). Epochs in
-    `skip_epochs` (1-based; a resumed run's epochs logged before its stop) are not logged."""
+    `skip_epochs` (1-based; a resumed run's epochs logged before its stop) are not logged.
 
-    def __init__(self, run_id: str, skip_epochs: set[int] | frozenset[int] = frozenset()
-                 ) -> None:
+    With a `store` (CheckpointStore; Checkpointer placed before this callback), an epoch that
+    is being checkpointed has its metrics held until that checkpoint's upload has ended, then
+    sent at the next training step: the store never shows an epoch whose checkpoint a stop
+    could still lose, and training never waits for the upload."""
+
+    def __init__(self, run_id: str, skip_epochs: set[int] | frozenset[int] = frozenset(),
+                 store: CheckpointStore | None = None) -> None:
         super().__init__()
         self.run_id = run_id
         self.skip_epochs = skip_epochs
+        self.store = store
         self.client = mlflow.MlflowClient()
         self.pending: list[Metric] = []  # metrics the tracking server has not taken yet
+        self.held: list[tuple[int, list[Metric]]] = []  # (epoch, metrics) awaiting its upload
         self.offline = False
         self._in_flight: tuple[list[Any], list[Metric]] | None = None  # (operations, metrics)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         now_ms = int(time.time() * 1000)
-        if epoch + 1 not in self.skip_epochs:
-            self.pending.extend(Metric(k, float(v), now_ms, epoch + 1)
-                                for k, v in (logs or {}).items() if math.isfinite(float(v)))
+        logged = [] if epoch + 1 in self.skip_epochs else [
+            Metric(k, float(v), now_ms, epoch + 1)
+            for k, v in (logs or {}).items() if math.isfinite(float(v))]
+        store = self.store
+        if store is not None and store.submitted_epoch == epoch + 1 and \
+                store.done_epoch < epoch + 1:
+            self.held.append((epoch + 1, logged))  # after its checkpoint's upload
+        else:
+            self.pending.extend(logged)
+        self._release(wait=False)
         self.flush(wait=False)
 
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        if self.held and self.store is not None and self.store.done_epoch >= self.held[0][0]:
+            self._release(wait=False)
+            self.flush(wait=False)
+
+    def _release(self, wait: bool) -> None:
+        """Move held metrics whose checkpoint upload has ended to `pending` (with `wait`: all
+        of them, once the store's last job has ended)."""
+        if wait and self.store is not None and self.held:
+            self.store.wait()
+        done = self.store.done_epoch if self.store is not None else 0
+        while self.held and (wait or self.held[0][0] <= done):
+            self.pending.extend(self.held.pop(0)[1])
+
     def flush(self, wait: bool = True) -> bool:
-        """Send buffered metrics; keep them (and go on training) if the server is away.
-        With `wait`, returns once the store has them (True) or refused them (False)."""
+        """Send buffered metrics (with `wait`, the held ones too, once their checkpoint is
+        uploaded); keep them (and go on training) if the server is away. With `wait`,
+        returns once the store has them (True) or refused them (False)."""
+        if wait:
+            self._release(wait=True)
         if not self._collect():
             return False
         if self.pending:

@@ -104,6 +104,8 @@ class CheckpointStore:
         self._pending: Future | None = None
         self.failure = ""  # the first write the disk refused, in one line ("" = none)
         self.saved_epoch = 0  # the newest epoch with a complete checkpoint in the artifacts
+        self.submitted_epoch = 0  # the newest epoch whose job `save` handed to the writer
+        self.done_epoch = 0  # the newest epoch whose job ended (written, or failed)
 
     def save(self, model: keras.Model, epoch: int, state: dict[str, Any],
              best: bool = False) -> None:
@@ -118,6 +120,7 @@ class CheckpointStore:
         # epoch's save never waits for this epoch's best weights to be uploaded
         snap = snapshot(model) if checkpoint else {"w": model.get_weights()}
         self._submit(self._write_epoch, snap, epoch, state, best, checkpoint)
+        self.submitted_epoch = epoch
 
     def _submit(self, job: Any, *args: Any) -> None:
         self.wait()
@@ -134,6 +137,13 @@ class CheckpointStore:
 
     def _write_epoch(self, snap: dict[str, list[np.ndarray]], epoch: int,
                      state: dict[str, Any], best: bool, checkpoint: bool) -> None:
+        try:
+            self._write_epoch_files(snap, epoch, state, best, checkpoint)
+        finally:
+            self.done_epoch = epoch  # its metrics may go to the store now (MlflowMetrics)
+
+    def _write_epoch_files(self, snap: dict[str, list[np.ndarray]], epoch: int,
+                           state: dict[str, Any], best: bool, checkpoint: bool) -> None:
         if self.failure:
             return  # the disk refused an earlier write: training is stopping
         try:

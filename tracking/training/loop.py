@@ -117,7 +117,7 @@ def train(
             history, stopper = EpochHistory(start.history), start.early_stopper(config.patience)
             # a terminal has Keras's progress bar; a log file gets a line every ~10 s
             progress = [] if sys.stdout.isatty() else [ProgressLines(config.epochs, len(batches))]
-            metrics = MlflowMetrics(run_id, skip_epochs=logged_before)
+            metrics = MlflowMetrics(run_id, skip_epochs=logged_before, store=checkpoints)
             with timed(timings, "fit_seconds"), keep_weights_if_disk_refuses(
                     run_id, start.model, stopper, history, metrics, checkpoints):
                 if not start.finished_by(config):

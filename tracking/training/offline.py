@@ -88,16 +88,22 @@ def keep_weights_if_disk_refuses(run_id: str, model: keras.Model,
                                  stopper: keras.callbacks.EarlyStopping, history: EpochHistory,
                                  metrics: MlflowMetrics, store: CheckpointStore
                                  ) -> Iterator[None]:
-    """Run the block (training); when the artifact location refused a checkpoint
+    """Run the block (training); on Ctrl-C or SIGTERM, send the metrics still held for their
+    checkpoint's upload, then stop; when the artifact location refused a checkpoint
     (ArtifactsUnwritable), save the best weights so far with `save_offline` on this machine's
     disk and raise ArtifactsUnwritable again, its reason saying where they are, how to finish
     the run with them (`python -m tracking.runs upload`) and what a resume would start from."""
     try:
         yield
+    except KeyboardInterrupt:  # Ctrl-C, SIGTERM: the epochs done keep their metrics
+        with contextlib.suppress(Exception):
+            metrics.flush()
+        raise
     except ArtifactsUnwritable as stop:
         if stopper.best_weights is not None:
             model.set_weights(stopper.best_weights)
         best = best_epoch_of(stopper, history.epochs)
+        metrics.flush()  # the metrics go to the tracking store (held ones too)
         try:
             folder = save_offline(run_id, model, history.epochs, best, metrics.pending)
         except OSError as err:
