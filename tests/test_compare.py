@@ -40,7 +40,8 @@ TEST_IMAGES = np.repeat(np.arange(10 * PER_CLASS, dtype=np.uint8), 8 * 8 * 3).re
 def log_fake_training_run(experiment: str, model: str, seed: int, accuracy: float, *,
                           dataset: str = "digits", hard: int = 7, confused_with: int = 1,
                           status: str = "FINISHED", tags: dict[str, str] | None = None,
-                          artifacts: bool = True) -> str:
+                          artifacts: bool = True, params: dict[str, object] | None = None,
+                          split: int = 0) -> str:
     """A run shaped like tracking.train's: params, per-epoch curves, test metrics, confusion
     matrix. Errors go to class `hard` (taken for `confused_with`) first, then spread."""
     from tracking.store.connect import ensure_experiment
@@ -59,14 +60,15 @@ def log_fake_training_run(experiment: str, model: str, seed: int, accuracy: floa
                           run_name=f"{model}-{dataset}-seed{seed}",
                           tags={"model": model, "dataset": dataset, **(tags or {})}) as run:
         mlflow.log_params({"model": model, "dataset": dataset, "seed": seed,
-                           "class_names": ",".join(CLASSES), "num_params": 1000 + seed})
+                           "class_names": ",".join(CLASSES), "num_params": 1000 + seed,
+                           **(params or {})})
         for epoch in (1, 2, 3):
             mlflow.log_metrics({"val_accuracy": accuracy * epoch / 3, "val_loss": 1.0 / epoch,
                                 "train_images_per_second": 100.0 * epoch}, step=epoch)
         mlflow.log_metrics({"best_epoch": 3, "epochs_run": 3, "train_seconds": 12.0})
         if artifacts:
-            log_evaluation(ev, CLASSES, title=model, images=TEST_IMAGES,
-                           test_digest=data_digest(TEST_IMAGES, y))
+            log_evaluation(ev, CLASSES, title=model, images=TEST_IMAGES,  # `split`: another
+                           test_digest=data_digest(TEST_IMAGES + split, y))  # test split's
         else:
             mlflow.log_metric("test_accuracy", accuracy)
         mlflow.set_tag("mlflow.runName", f"{model}-{dataset}-seed{seed}")
@@ -115,7 +117,8 @@ def test_images_every_model_gets_wrong_need_a_shared_split() -> None:
     c = summary("c", [0.5], predictions=[frame([0, 1, 2, 3], "other")])
     assert shared_mistakes([a, c]) == []  # c's split is nobody else's
     md = render_markdown([a, c], [], [], experiment="e", selection="s", ui_base="http://x")
-    assert "No test split is shared by the runs of every model" in md
+    # c was scored on other test images: left out of the ranking, with that reason
+    assert "- c (" in md and "other test split: scored on other test images" in md
 
 
 def test_gap_verdicts_follow_the_spread_rule() -> None:
@@ -360,3 +363,61 @@ def test_a_fair_study_sets_each_model_tuned_against_its_recipe(mlflow_uri: str,
     assert metrics["mean_test_accuracy.a.recipe"] == pytest.approx(0.90)
     assert metrics["tuning_gap.a"] == pytest.approx(0.05)
     assert (metrics["rank.a"], metrics["rank.b"]) == (1, 2)
+
+
+# ------------------------------------------------------------------ like with like (issue 23)
+
+
+def test_a_smoke_run_is_left_out_of_the_ranking_with_its_reason(mlflow_uri: str,
+                                                                 tmp_path: Path) -> None:
+    """The Quick start's full run and a `--limit 200` smoke run: never ranked together."""
+    full = log_fake_training_run("mixed", "vgg19", 0, 0.96)
+    smoke = log_fake_training_run("mixed", "concat_cnn", 0, 0.20, params={"limit": 200})
+    cut = log_fake_training_run("mixed", "resnet50", 0, 0.30, params={"effective_epochs": 2})
+    exp = mlflow.get_experiment_by_name("mixed").experiment_id
+    md = build_report([exp], tmp_path / "r", latency=False).markdown
+    ranking = md[md.index("### Ranking"):md.index("Left out of this ranking")]
+    assert "vgg19" in ranking and "concat_cnn" not in ranking and "resnet50" not in ranking
+    assert f"concat_cnn [limit 200] ([{smoke[:8]}]" in md
+    assert "smoke run: limit 200, the ranked runs' full budget" in md
+    assert f"resnet50 [2 epochs] ([{cut[:8]}]" in md and "smoke run: 2 epochs" in md
+    assert "points" not in ranking  # no gap verdict against a smoke run
+    assert full[:8] in md
+
+    both = build_report([exp], tmp_path / "s", latency=False, include_smoke=True).markdown
+    ranking = both[both.index("### Ranking"):both.index("### Paired")]
+    assert "concat_cnn [limit 200]" in ranking and "vgg19" in ranking
+
+
+def test_two_folders_and_two_image_sizes_are_separate_sections(mlflow_uri: str,
+                                                                tmp_path: Path) -> None:
+    """Three runs that all count as data set `folder`: two folders (the same class names)
+    and two image sizes. Each is a section of its own; nothing is pooled or ranked across."""
+    for model, source, size, acc in (("a", "/data/cats", 32, 0.9), ("a", "/data/dogs", 32, 0.6),
+                                     ("a", "/data/cats", 48, 0.8)):
+        log_fake_training_run("folders", model, 0, acc, dataset="folder",
+                              params={"data_source": source, "image_size": size})
+    exp = mlflow.get_experiment_by_name("folders").experiment_id
+    report = build_report([exp], tmp_path / "r", latency=False)
+    assert sorted(g.dataset for g in report.groups) == [
+        "folder-cats-32px", "folder-cats-48px", "folder-dogs-32px"]
+    assert all(g.n == 1 for g in report.groups)  # one run each: no "over seeds" pooling
+    md = report.markdown
+    assert md.count("\n## folder-") == 3
+    assert "Data: folder-dogs-32px `/data/dogs` (10 classes" in md
+    assert "0.7667" not in md  # the three accuracies' mean appears nowhere
+    # the registry and the study key on the same identity: two folders, two names
+    assert len({g.dataset for g in report.groups}) == 3
+
+
+def test_a_run_on_another_test_split_is_left_out_with_that_reason(mlflow_uri: str,
+                                                                  tmp_path: Path) -> None:
+    log_fake_training_run("splits", "vgg19", 0, 0.96)
+    log_fake_training_run("splits", "concat_cnn", 0, 0.95)
+    other = log_fake_training_run("splits", "resnet50", 1, 0.80, split=1)
+    exp = mlflow.get_experiment_by_name("splits").experiment_id
+    md = build_report([exp], tmp_path / "r", latency=False).markdown
+    assert f"resnet50 ([{other[:8]}]" in md
+    assert "other test split: scored on other test images than the ranked runs" in md
+    ranking = md[md.index("### Ranking"):md.index("Left out of this ranking")]
+    assert "resnet50" not in ranking

@@ -46,9 +46,9 @@ def test_study_nests_every_seed_and_logs_the_report(mlflow_uri: str, tmp_path: P
 
     md = (out / "comparison.md").read_text()
     assert md in capsys.readouterr().out
-    assert f"| 1 | concat_cnn | digits | 2 | {np.mean(accuracies):.4f} ± " in md
+    assert f"| 1 | concat_cnn [limit 300] | digits | 2 | {np.mean(accuracies):.4f} ± " in md
     assert all(c.info.run_id[:8] in md for c in children)
-    assert "Where each model goes wrong" in md and "**concat_cnn** " in md
+    assert "Where each model goes wrong" in md and "**concat_cnn [limit 300]** " in md
     # the UI opens this experiment on the key-metrics view, the study expanded
     view = exp.tags["mlflow.sharedViewState.key-metrics"]
     assert parent.info.run_id in view and "metrics.`test_accuracy`" in view
@@ -124,7 +124,7 @@ def test_study_with_tuning_files_the_optuna_study_under_the_parent(mlflow_uri: s
     md = (tmp_path / "o" / "comparison.md").read_text()
     assert "## Tuning: concat_cnn on digits" in md
     assert f"{tuning.data.metrics['tuned_test_accuracy']:.4f}" in md
-    assert "| 1 | concat_cnn | digits | 1 |" in md  # trials and the tuning run are not rows
+    assert "| 1 | concat_cnn [limit 200] | digits | 1 |" in md  # no rows: trials, tuning run
 
 
 def fair_study(tmp_path: Path, models: str, budget: str, seeds: str) -> tuple:
@@ -172,7 +172,7 @@ def test_fair_study_tunes_then_scores_new_seeds_on_one_split(mlflow_uri: str,
         metrics["mean_test_accuracy.concat_cnn.tuned"]
         - metrics["mean_test_accuracy.concat_cnn.recipe"])
     assert metrics["rank.concat_cnn"] == 1
-    assert "| 1 | concat_cnn (tuned) | digits | 1 |" in md
+    assert "| 1 | concat_cnn (tuned) [limit 200] | digits | 1 |" in md
     assert "### Recipe against tuned" in md and "Every model had the same budget: 1 trial " in md
     assert "### Accuracy against cost" in md
     # the first candidate of digits-classifier: champion if better than chance, else challenger

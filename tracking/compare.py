@@ -62,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", default=DEFAULT_OUTPUT, type=output_folder,
                    help="folder for the report")
     p.add_argument("--no-log", action="store_true", help="write the files only, log no run")
+    p.add_argument("--include-smoke", action="store_true",
+                   help="rank smoke runs (--limit, or epochs cut below the recipe's) beside "
+                        "full ones, each budget its own row (default: listed as left out)")
     p.add_argument("--no-latency", dest="latency", action="store_false",
                    help="do not load the models to measure their inference latency")
     p.add_argument("--ui-url", default="",
@@ -82,7 +85,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             report = build_report(ids, args.output, filter_string=filter_string,
                                   parent_run_id=parent, title=name or ALL_EXPERIMENTS,
-                                  ui_base=ui_url, latency=args.latency)
+                                  ui_base=ui_url, latency=args.latency,
+                                  include_smoke=args.include_smoke)
         except MlflowException as err:  # a malformed --filter
             raise CompareError(f"cannot search runs with filter {filter_string!r}: "
                                f"{str(err).splitlines()[0]}") from None

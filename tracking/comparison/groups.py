@@ -4,8 +4,10 @@ recipe and one for it tuned), a model's inference latency and a tuning study's p
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -50,6 +52,25 @@ class RunSummary:
     mistake_images: dict[int, np.ndarray] = field(default_factory=dict)  # test index -> image
     variant: str = ""  # its VARIANT_TAG: RECIPE or TUNED in a fair study, else ""
     best_val_accuracy: float | None = None  # validation accuracy of its restored epoch
+    # what makes runs comparable (`assign_sections`, `budget_of`); `dataset` becomes the
+    # label of the run's data identity
+    data_source: str = ""  # the data_source param: a folder's path, or where files came from
+    image_size: int | None = None
+    limit: int = 0  # --limit: a subset of the images (a smoke run)
+    epochs_bound: int | None = None  # the epochs it was allowed (effective_epochs)
+    recipe_epochs: int | None = None  # its model's recipe's (registry)
+
+    @property
+    def budget(self) -> str:
+        """"" for a run at its full budget, else what cut it: `limit 200`, `2 epochs` (an
+        epochs bound below its recipe's; the same words for every model, so runs all cut to
+        one bound compare)."""
+        if self.limit:
+            return f"limit {self.limit}"
+        if (self.epochs_bound and self.recipe_epochs and self.epochs_bound < self.recipe_epochs
+                and not self.variant):
+            return f"{self.epochs_bound} epochs"
+        return ""
 
     @property
     def test_digest(self) -> str | None:
@@ -86,9 +107,21 @@ class ModelGroup:
         return len(self.runs)
 
     @property
+    def budget(self) -> str:
+        """Its runs' budget (`RunSummary.budget`: one per group)."""
+        return self.runs[0].budget if self.runs else ""
+
+    @property
+    def test_digests(self) -> frozenset[str]:
+        """The test splits its runs' predictions tables are about (runs without one: none)."""
+        return frozenset(d for d in (r.test_digest for r in self.runs) if d)
+
+    @property
     def label(self) -> str:
-        """How the report names the group: the model, with its variant in a fair study."""
-        return f"{self.model} ({self.variant})" if self.variant else self.model
+        """How the report names the group: the model, with its variant in a fair study and
+        its budget when cut (`[limit 200]`)."""
+        name = f"{self.model} ({self.variant})" if self.variant else self.model
+        return f"{name} [{self.budget}]" if self.budget else name
 
     @property
     def accuracies(self) -> list[float]:
@@ -132,23 +165,83 @@ class TuningSummary:
     metrics: dict[str, float]
 
 
-def group_runs(summaries: Sequence[RunSummary]) -> list[ModelGroup]:
-    """One group per (data set, model, variant), best mean test accuracy first within a data
-    set."""
-    groups: dict[tuple[str, str, str], list[RunSummary]] = {}
+def data_identity(s: RunSummary) -> tuple[str, str, tuple[str, ...], int | None]:
+    """What a run's test accuracy is about: the data set, its source where the data set is
+    a folder (two folders are two data sets), the class names and the image size."""
+    source = s.data_source if s.dataset == "folder" else ""
+    return s.dataset, source, tuple(s.class_names), s.image_size
+
+
+def assign_sections(summaries: Sequence[RunSummary]) -> None:
+    """Set each summary's `dataset` to the label of its data identity (`data_identity`): the
+    data set's name, and where two identities share it, what tells them apart (the folder's
+    name, the image size, the class count), made safe for a file name. Runs of different
+    identities are never grouped, ranked or drawn together."""
+    identities = {id(s): data_identity(s) for s in summaries}
+    by_name: dict[str, set] = {}
+    for ident in identities.values():
+        by_name.setdefault(ident[0], set()).add(ident)
+    labels: dict[tuple, str] = {}
+    for name, idents in by_name.items():
+        for ident in sorted(idents, key=repr):
+            _, source, classes, size = ident
+            parts = [name]
+            if len(idents) > 1:
+                if len({i[1] for i in idents}) > 1 and source:
+                    parts.append(Path(source).name or source)
+                if len({i[3] for i in idents}) > 1 and size:
+                    parts.append(f"{size}px")
+                if len({i[2] for i in idents}) > 1:
+                    parts.append(f"{len(classes)}classes")
+            label = re.sub(r"[^A-Za-z0-9_.-]+", "_", "-".join(parts))
+            while label in labels.values():
+                label += "-2"
+            labels[ident] = label
     for s in summaries:
-        groups.setdefault((s.dataset, s.model, s.variant), []).append(s)
+        s.dataset = labels[identities[id(s)]]
+
+
+def group_runs(summaries: Sequence[RunSummary]) -> list[ModelGroup]:
+    """One group per (data identity, model, variant, budget), best mean test accuracy first
+    within a data identity (`assign_sections` labels them)."""
+    assign_sections(summaries)
+    groups: dict[tuple[str, str, str, str], list[RunSummary]] = {}
+    for s in summaries:
+        groups.setdefault((s.dataset, s.model, s.variant, s.budget), []).append(s)
     out = [ModelGroup(d, m, sorted(runs, key=lambda r: (r.seed, r.run_id)), variant=v)
-           for (d, m, v), runs in groups.items()]
-    return sorted(out, key=lambda g: (g.dataset, -g.mean, g.model, g.variant))
+           for (d, m, v, _), runs in groups.items()]
+    return sorted(out, key=lambda g: (g.dataset, -g.mean, g.model, g.variant, g.budget))
 
 
-def ranked_and_recipes(groups: Sequence[ModelGroup], dataset: str
+def left_out(groups: Sequence[ModelGroup], dataset: str, include_smoke: bool = False
+             ) -> list[tuple[ModelGroup, str]]:
+    """The groups of `dataset` kept out of its ranking, each with why in a few words:
+    a smaller budget than the ranked runs' (`smoke run: limit 200`, `smoke run: 2 epochs`,
+    unless `include_smoke`), or a test split none of the ranked runs was scored on (`other
+    test split`: no image-by-image comparison, and a different test set)."""
+    here = [g for g in groups if g.dataset == dataset]
+    budgets = [g.budget for g in here]
+    reference = "" if "" in budgets else max(set(budgets), key=budgets.count)
+    out = [] if include_smoke else [(g, f"smoke run: {g.budget}, the ranked runs' "
+                                        f"{reference or 'full budget'}")
+                                    for g in here if g.budget != reference]
+    kept = [g for g in here if all(g is not o for o, _ in out)]
+    splits = [g.test_digests for g in kept if g.test_digests]
+    if splits:
+        common = max(splits, key=lambda d: sum(bool(d & other) for other in splits))
+        out += [(g, "other test split: scored on other test images than the ranked runs")
+                for g in kept if g.test_digests and not g.test_digests & common]
+    return out
+
+
+def ranked_and_recipes(groups: Sequence[ModelGroup], dataset: str, include_smoke: bool = False
                        ) -> tuple[list[ModelGroup], list[ModelGroup]]:
     """(the groups of `dataset` ranked against each other, the recipe groups set beside
-    them): where a fair study tuned models, the tuned groups are ranked and the recipe groups
-    are their references; otherwise every group is ranked and there are no references."""
-    here = [g for g in groups if g.dataset == dataset]
+    them), without those `left_out` keeps out: where a fair study tuned models, the tuned
+    groups are ranked and the recipe groups are their references; otherwise every group is
+    ranked and there are no references."""
+    out = [g for g, _ in left_out(groups, dataset, include_smoke)]
+    here = [g for g in groups if g.dataset == dataset and all(g is not o for o in out)]
     if not any(g.variant == TUNED for g in here):
         return here, []
     return ([g for g in here if g.variant == TUNED], [g for g in here if g.variant != TUNED])

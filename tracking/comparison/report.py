@@ -25,6 +25,7 @@ from tracking.comparison.groups import (
     ModelGroup,
     TuningSummary,
     group_runs,
+    left_out,
     ranked_and_recipes,
 )
 from tracking.comparison.latency import run_latency
@@ -61,19 +62,52 @@ def _epochs_cell(group: ModelGroup) -> str:
     return ", ".join(f"{fmt(r.best_epoch, 'd')} / {fmt(r.epochs_run, 'd')}" for r in group.runs)
 
 
+def _identity_line(group: ModelGroup) -> str:
+    """What this section's test accuracy is about, in one line."""
+    run = group.runs[0]
+    names = ", ".join(run.class_names[:6]) + (", ..." if len(run.class_names) > 6 else "")
+    where = f" `{run.data_source}`" if run.data_source and "folder" in group.dataset else ""
+    size = f", {run.image_size}x{run.image_size} px" if run.image_size else ""
+    return (f"Data: {group.dataset}{where} ({len(run.class_names)} classes: {names}){size}. "
+            "Runs of another data set, folder, class list or image size are in sections of "
+            "their own, never ranked against these.")
+
+
+def _left_out_lines(out: Sequence[tuple[ModelGroup, str]], ui_base: str,
+                    include_smoke: bool) -> list[str]:
+    if not out:
+        return []
+    lines = ["Left out of this ranking:", ""]
+    for g, reason in out:
+        ids = ", ".join(f"[{r.run_id[:8]}]({run_url(r.experiment_id, r.run_id, ui_base)})"
+                        for r in g.runs)
+        lines.append(f"- {g.label} ({ids}, test accuracy {accuracy_cell(g)}): {reason}")
+    if any(reason.startswith("smoke run") for _, reason in out) and not include_smoke:
+        lines.append("- `--include-smoke` ranks smoke runs too (each budget its own row).")
+    return lines + [""]
+
+
 def render_markdown(groups: Sequence[ModelGroup], tuning: Sequence[TuningSummary],
                     figures: Sequence[str], *, experiment: str, selection: str,
-                    ui_base: str, pairs: dict[str, list[PairVerdict]] | None = None) -> str:
+                    ui_base: str, pairs: dict[str, list[PairVerdict]] | None = None,
+                    include_smoke: bool = False) -> str:
     """The whole comparison.md; `figures` are the file names of the figures written beside it
-    (only those are linked); `pairs` the paired verdicts per data set (None: judged here)."""
+    (only those are linked); `pairs` the paired verdicts per data set (None: judged here).
+    One section per data identity (`groups.assign_sections`); the runs `groups.left_out`
+    keeps out of a ranking are listed with their reason."""
     lines = [f"# Model comparison: {experiment}", ""]
     runs = sum(g.n for g in groups)
     lines += [f"{runs} finished training runs ({selection}), compared on "
               f"{time.strftime('%Y-%m-%d %H:%M %Z')}. Test accuracy is on each run's held-out "
               "test split; ± is the sample standard deviation over runs (seeds).", ""]
     for dataset in dict.fromkeys(g.dataset for g in groups):
-        ranked, recipes = ranked_and_recipes(groups, dataset)
-        lines += [f"## {dataset}", "",
+        ranked, recipes = ranked_and_recipes(groups, dataset, include_smoke)
+        out = left_out(groups, dataset, include_smoke)
+        if not ranked:
+            lines += [f"## {dataset}", "", _identity_line(out[0][0]), ""]
+            lines += _left_out_lines(out, ui_base, include_smoke)
+            continue
+        lines += [f"## {dataset}", "", _identity_line(ranked[0]), "",
                   "| Rank | Model | Data set | Runs | Test accuracy | Macro F1 | "
                   "Best epoch / epochs run | Train s | Images/s | Parameters | Run ids |",
                   "|---:|---|---|---:|---|---|---|---:|---:|---:|---|"]
@@ -95,6 +129,7 @@ def render_markdown(groups: Sequence[ModelGroup], tuning: Sequence[TuningSummary
         lines += ["### Ranking", ""]
         lines += [f"{rank}. **{g.label}** {accuracy_cell(g)}" for rank, g in enumerate(ranked, 1)]
         lines.append("")
+        lines += _left_out_lines(out, ui_base, include_smoke)
         if len(ranked) > 1:
             lines += [f"- {gap_verdict(a, b)}" for a, b in zip(ranked, ranked[1:], strict=False)]
             lines.append("")
@@ -193,14 +228,17 @@ class Report:
     tuning: list[TuningSummary]
     markdown: str
     pairs: dict[str, list[PairVerdict]]  # per data set: every pair of its ranked models
+    include_smoke: bool = False  # smoke runs ranked too
 
 
 def build_report(
     experiment_ids: Sequence[str], output: str | Path = DEFAULT_OUTPUT, *,
     filter_string: str = "", parent_run_id: str = "", title: str = "",
-    ui_base: str | None = None, latency: bool = True,
+    ui_base: str | None = None, latency: bool = True, include_smoke: bool = False,
 ) -> Report:
     """Select, read and judge the runs; write comparison.md and the figures into `output`.
+    Smoke runs (`--limit`, or epochs cut below the recipe's) stay out of a ranking that has
+    full runs unless `include_smoke`.
     With `latency`, each ranked model's inference latency is measured here
     (tracking.comparison.latency,
     from its first run's logged model).
@@ -231,7 +269,7 @@ def build_report(
     tunings = [tuning_summary(r) for r in tuning]
     pairs = {}
     for dataset in dict.fromkeys(g.dataset for g in groups):
-        ranked, _ = ranked_and_recipes(groups, dataset)
+        ranked, _ = ranked_and_recipes(groups, dataset, include_smoke)
         pairs[dataset] = paired_verdicts(ranked)
         for g in ranked if latency else ():
             g.latency = run_latency(g.runs[0].run_id)
@@ -240,10 +278,11 @@ def build_report(
                  else "the latest finished run of each model")
     figures = [path.name for path in write_figures(groups, folder)]
     markdown = render_markdown(groups, tunings, figures, experiment=title or ",".join(
-        experiment_ids), selection=selection, ui_base=ui_base_url(ui_base), pairs=pairs)
+        experiment_ids), selection=selection, ui_base=ui_base_url(ui_base), pairs=pairs,
+        include_smoke=include_smoke)
     path = folder / REPORT_FILE
     path.write_text(markdown)
-    return Report(path, groups, tunings, markdown, pairs)
+    return Report(path, groups, tunings, markdown, pairs, include_smoke)
 
 
 def log_report(report: Report) -> None:
@@ -263,7 +302,7 @@ def log_report(report: Report) -> None:
             metrics[f"latency_ms.{key}"] = g.latency.ms_per_image
             metrics[f"inference_images_per_second.{key}"] = g.latency.images_per_second
     for dataset in dict.fromkeys(g.dataset for g in report.groups):
-        ranked, recipes = ranked_and_recipes(report.groups, dataset)
+        ranked, recipes = ranked_and_recipes(report.groups, dataset, report.include_smoke)
         prefix = f"{dataset}." if several else ""
         for rank, g in enumerate(ranked if recipes else (), 1):  # a fair study's
             metrics[f"rank.{prefix}{g.model}"] = rank

@@ -4,7 +4,9 @@
     training, tuning = select_runs(experiment_ids, filter_string, parent_run_id)
     summary = summarize(mlflow.MlflowClient(), training[0], scratch_folder)
 
-Only training runs count: a run needs the `model` param and the `test_accuracy` metric;
+By default the latest run of each model is taken per data set, image size and budget
+(`--limit`, epochs), so a later smoke run never hides a full one. Only training runs count:
+a run needs the `model` param and the `test_accuracy` metric;
 comparison, study and tuning parent runs (tag `run_kind`) and tuning trials (`trial_number`)
 are skipped. `CompareError` (exit status 2) says what was searched when nothing matches.
 """
@@ -21,6 +23,7 @@ import mlflow
 import numpy as np
 from mlflow.entities import Run
 
+from models import MODELS
 from tracking.cli import unquote
 from tracking.comparison.groups import (
     QUALITY_METRICS,
@@ -77,9 +80,12 @@ def select_runs(
     runs = search_finished(experiment_ids, " and ".join(clauses))
     training = [r for r in runs if is_training_run(r)]
     tuning = [r for r in runs if is_tuning_run(r)]
-    if not clauses:  # the latest run of each model (and fair-study variant) on each data set
+    if not clauses:  # the latest run of each model (and fair-study variant) on each data set,
+        # image size and budget: a later smoke run never hides a full one
         training = _latest(_plain_first(training), lambda r: (
-            param(r, "dataset"), param(r, "model"), r.data.tags.get(VARIANT_TAG, "")))
+            param(r, "dataset"), param(r, "data_source"), param(r, "image_size", "32"),
+            param(r, "limit", "0"), param(r, "effective_epochs"), param(r, "model"),
+            r.data.tags.get(VARIANT_TAG, "")))
         tuning = _latest(tuning, lambda r: (param(r, "dataset"), param(r, "model")))
     return training, tuning
 
@@ -152,6 +158,11 @@ def summarize(client: mlflow.MlflowClient, run: Run, scratch: str) -> RunSummary
                         if predictions is not None else {}),
         variant=run.data.tags.get(VARIANT_TAG, ""),
         best_val_accuracy=metrics.get("best_val_accuracy"),
+        data_source=param(run, "data_source"), image_size=_int(param(run, "image_size", "32")),
+        limit=_int(param(run, "limit", "0")) or 0,
+        epochs_bound=_int(param(run, "effective_epochs", param(run, "epochs"))),
+        recipe_epochs=(MODELS[param(run, "model")].recipe.epochs
+                       if param(run, "model") in MODELS else None),
     )
 
 
