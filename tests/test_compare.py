@@ -421,3 +421,50 @@ def test_a_run_on_another_test_split_is_left_out_with_that_reason(mlflow_uri: st
     assert "other test split: scored on other test images than the ranked runs" in md
     ranking = md[md.index("### Ranking"):md.index("Left out of this ranking")]
     assert "resnet50" not in ranking
+
+
+def test_every_sentence_says_what_is_true(mlflow_uri: str, tmp_path: Path) -> None:
+    """The unpaired reason is the real one; figures are per data identity; the accuracy axis
+    follows one rule for one run and many; reliability bins show their counts."""
+    from tracking.evaluation.plots import (
+        MIN_BIN_IMAGES,
+        accuracy_by_model_figure,
+        reliability_by_model_figure,
+    )
+
+    # c on splits 0 and 1 (two seeds), a on split 0 only, b on split 1 only: a and b share no
+    # test image, though both logged predictions tables
+    ids = [log_fake_training_run("truth", "c", 0, 0.9),
+           log_fake_training_run("truth", "c", 1, 0.9, split=1),
+           log_fake_training_run("truth", "a", 0, 0.96),
+           log_fake_training_run("truth", "b", 1, 0.5, split=1)]
+    md = build_report([mlflow.get_experiment_by_name("truth").experiment_id], tmp_path / "r",
+                      filter_string="params.model != 'x'", latency=False).markdown
+    assert all(i[:8] in md for i in ids)
+    assert "| a − b | – | – | – | – | – | – | their test splits differ (other test images): " \
+           "not paired |" in md
+    assert "no test split with both models' predictions tables" not in md
+
+    for model, source in (("a", "/data/cats"), ("a", "/data/dogs")):
+        log_fake_training_run("figs", model, 0, 0.9, dataset="folder",
+                              params={"data_source": source})
+    report = build_report([mlflow.get_experiment_by_name("figs").experiment_id],
+                          tmp_path / "f", latency=False)
+    names = {p.name for p in (tmp_path / "f").iterdir()}
+    for section in ("folder-cats", "folder-dogs"):  # one set per identity, none pooled
+        assert f"accuracy_by_model_{section}.png" in names
+        assert f"curves_by_model_{section}.png" in names
+    assert "accuracy_by_model.png" not in names and len(report.groups) == 2
+
+    one = accuracy_by_model_figure(["m"], [[0.96]], chance=0.1)
+    many = accuracy_by_model_figure(["m", "n"], [[0.94, 0.95, 0.96], [0.97]], chance=0.1)
+    assert one.axes[0].get_ylim()[0] == many.axes[0].get_ylim()[0] == pytest.approx(0.1)
+
+    fig = reliability_by_model_figure({"m": (np.array([0.35, 0.65, 0.95]),
+                                             np.array([0.0, 1.0, 0.96]),
+                                             np.array([1, 3, 50]), 0.018)}, 15)
+    ax = fig.axes[0]
+    assert {t.get_text() for t in ax.texts} >= {"1", "3", "50"}  # every bin's count shown
+    joined = [line for line in ax.get_lines() if line.get_label().startswith("m (ECE")]
+    assert list(joined[0].get_xdata()) == [0.95]  # bins under MIN_BIN_IMAGES are not joined
+    assert MIN_BIN_IMAGES == 10 and "fewer than 10 images" in ax.get_title()

@@ -2,8 +2,9 @@
 
     paths = write_figures(groups, folder)
 
-`accuracy_by_model.png`, `curves_by_model.png`, `confusion_matrices.png` (when some run
-logged its matrix), `reliability_by_model.png` (when some run logged its predictions table),
+Per data identity (a report section): `accuracy_by_model.png`, `curves_by_model.png`,
+`confusion_matrices.png` (when some run logged its matrix), `reliability_by_model.png` (when
+some run logged its predictions table; with several sections each name ends in `_<section>`),
 per data set `common_mistakes_<dataset>.png` (test images every model gets wrong, on a split
 they share) and `accuracy_vs_cost_<dataset>.png` (accuracy against parameters, training
 seconds and inference latency).
@@ -53,34 +54,48 @@ def common_mistakes_figure_name(dataset: str) -> str:
     return f"common_mistakes_{dataset}.png"
 
 
-def write_figures(groups: Sequence[ModelGroup], folder: Path) -> list[Path]:
-    """The comparison figures, written into `folder`; returns their paths (the confusion
-    matrices only when some run logged one, the reliability curves and the images every model
-    gets wrong only where runs logged predictions tables)."""
-    several = len({g.dataset for g in groups}) > 1
-    label = {id(g): f"{g.label} ({g.dataset})" if several else g.label for g in groups}
-    figures: dict[str, Figure] = {
-        "accuracy_by_model.png": accuracy_by_model_figure(
-            [label[id(g)] for g in groups], [g.accuracies for g in groups]),
-        "curves_by_model.png": curves_by_model_figure(
-            {label[id(g)]: [r.curves for r in g.runs] for g in groups}),
-    }
-    with_cm = [g for g in groups if g.confusion() is not None]
-    if with_cm:  # counts summed over a model's runs (a mean would round single misses away)
-        title = {id(g): label[id(g)] + (f" (sum of {g.n} runs)" if g.n > 1 else "")
-                 for g in with_cm}
-        figures["confusion_matrices.png"] = confusion_matrices_figure(
-            {title[id(g)]: g.confusion() for g in with_cm},
-            {title[id(g)]: g.runs[0].class_names for g in with_cm})
-    curves = {label[id(g)]: _pooled_reliability(g) for g in groups}
-    curves = {k: v for k, v in curves.items() if v is not None}
-    if curves:
-        figures["reliability_by_model.png"] = reliability_by_model_figure(curves, ECE_BINS)
-    for dataset in dict.fromkeys(g.dataset for g in groups):
-        gallery = _common_mistakes_figure([g for g in groups if g.dataset == dataset])
+def figure_name(name: str, dataset: str, several: bool) -> str:
+    """`name` (one of FIGURES) for one data identity: `accuracy_by_model.png`, or with several
+    in the report `accuracy_by_model_<dataset>.png`."""
+    return name.replace(".png", f"_{dataset}.png") if several else name
+
+
+def write_figures(groups: Sequence[ModelGroup], folder: Path,
+                  include_smoke: bool = False) -> list[Path]:
+    """The comparison figures, written into `folder`, one set per data identity (never two
+    class sets on one axis), each over the groups its section ranks and sets beside them;
+    returns their paths (the confusion matrices only when some run logged one, the
+    reliability curves and the images every model gets wrong only where runs logged
+    predictions tables)."""
+    sections = list(dict.fromkeys(g.dataset for g in groups))
+    several = len(sections) > 1
+    figures: dict[str, Figure] = {}
+    for dataset in sections:
+        ranked, recipes = ranked_and_recipes(groups, dataset, include_smoke)
+        shown = [*ranked, *recipes]
+        if not shown:
+            continue
+        name = {n: figure_name(n, dataset, several) for n in FIGURES}
+        chance = 1.0 / max(len(shown[0].runs[0].class_names), 1)
+        figures[name["accuracy_by_model.png"]] = accuracy_by_model_figure(
+            [g.label for g in shown], [g.accuracies for g in shown], chance=chance)
+        figures[name["curves_by_model.png"]] = curves_by_model_figure(
+            {g.label: [r.curves for r in g.runs] for g in shown})
+        with_cm = [g for g in shown if g.confusion() is not None]
+        if with_cm:  # counts summed over a model's runs (a mean would round single misses)
+            title = {id(g): g.label + (f" (sum of {g.n} runs)" if g.n > 1 else "")
+                     for g in with_cm}
+            figures[name["confusion_matrices.png"]] = confusion_matrices_figure(
+                {title[id(g)]: g.confusion() for g in with_cm},
+                {title[id(g)]: g.runs[0].class_names for g in with_cm})
+        curves = {g.label: _pooled_reliability(g) for g in shown}
+        curves = {k: v for k, v in curves.items() if v is not None}
+        if curves:
+            figures[name["reliability_by_model.png"]] = reliability_by_model_figure(
+                curves, ECE_BINS)
+        gallery = _common_mistakes_figure(ranked)
         if gallery is not None:
             figures[common_mistakes_figure_name(dataset)] = gallery
-        ranked, _ = ranked_and_recipes(groups, dataset)
         costs = cost_values(ranked)
         if len(ranked) > 1 and any(any(c is not None for c in v) for v in costs.values()):
             accuracy = [g.mean for g in ranked]
@@ -98,8 +113,10 @@ def write_figures(groups: Sequence[ModelGroup], folder: Path) -> list[Path]:
     return paths
 
 
-def _pooled_reliability(group: ModelGroup) -> tuple[np.ndarray, np.ndarray, float] | None:
-    """The reliability curve and ECE of a model's test predictions, pooled over its runs."""
+def _pooled_reliability(group: ModelGroup
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float] | None:
+    """The reliability curve (mean confidence, accuracy and images per bin) and ECE of a
+    model's test predictions, pooled over its runs."""
     frames = [r.predictions for r in group.runs if r.predictions is not None]
     if not frames:
         return None
@@ -107,7 +124,7 @@ def _pooled_reliability(group: ModelGroup) -> tuple[np.ndarray, np.ndarray, floa
     correct = np.concatenate([p.argmax(axis=1) == f["true_label"].to_numpy()
                               for p, f in zip(probs, frames, strict=True)])
     rel = reliability(correct, np.concatenate([p.max(axis=1) for p in probs]))
-    return rel.confidence, rel.accuracy, rel.ece
+    return rel.confidence, rel.accuracy, rel.counts, rel.ece
 
 
 def _common_mistakes_figure(groups: Sequence[ModelGroup]) -> Figure | None:

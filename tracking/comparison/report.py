@@ -276,7 +276,7 @@ def build_report(
     selection = ("every run nested under " + parent_run_id[:8] if parent_run_id
                  else f"every run matching `{filter_string}`" if filter_string
                  else "the latest finished run of each model")
-    figures = [path.name for path in write_figures(groups, folder)]
+    figures = [path.name for path in write_figures(groups, folder, include_smoke)]
     markdown = render_markdown(groups, tunings, figures, experiment=title or ",".join(
         experiment_ids), selection=selection, ui_base=ui_base_url(ui_base), pairs=pairs,
         include_smoke=include_smoke)

@@ -61,8 +61,7 @@ def paired_lines(verdicts: Sequence[PairVerdict]) -> list[str]:
         pair = f"{v.a.label} − {v.b.label}"
         r = v.result
         if r is None:
-            lines.append(f"| {pair} | – | – | – | – | – | – | no test split with both "
-                         "models' predictions tables: not paired |")
+            lines.append(f"| {pair} | – | – | – | – | – | – | {v.unpaired_reason} |")
             continue
         test = r.test + (f" ({r.discordant[0]} vs {r.discordant[1]} discordant)"
                          if r.discordant else "")

@@ -78,6 +78,17 @@ class PairVerdict:
     p_holm: float | None = None  # the p-value after Holm's correction over the family
 
     @property
+    def unpaired_reason(self) -> str:
+        """Why there is no paired result, as it is: a side without predictions tables, or
+        both with tables on different test splits."""
+        missing = [g.label for g in (self.a, self.b)
+                   if not any(r.predictions is not None for r in g.runs)]
+        if missing:
+            return (f"{' and '.join(missing)} logged no predictions table (an older run): "
+                    "not paired")
+        return "their test splits differ (other test images): not paired"
+
+    @property
     def separated(self) -> bool:
         """Corrected p below ALPHA and an interval that leaves out zero."""
         r = self.result

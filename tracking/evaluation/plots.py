@@ -193,7 +193,9 @@ def reliability_diagram_figure(confidence: np.ndarray, accuracy: np.ndarray,
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(5.8, 6.4), sharex=True,
                                       gridspec_kw={"height_ratios": (3, 1)})
     top.plot([0, 1], [0, 1], color="grey", ls=":", lw=1, label="perfect calibration")
-    top.plot(confidence, accuracy, marker="o", ms=4, color="tab:blue", label="this model")
+    _reliability_points(top, confidence, accuracy, counts,
+                        f"this model (hollow: bins under {MIN_BIN_IMAGES} images)",
+                        color="tab:blue")
     top.vlines(confidence, np.minimum(confidence, accuracy), np.maximum(confidence, accuracy),
                color="tab:red", alpha=0.6, lw=2, label="gap")
     top.set(ylabel="Accuracy", xlim=(0, 1), ylim=(0, 1.005),
@@ -241,9 +243,12 @@ def image_gallery_figure(images: np.ndarray, captions: Sequence[str], title: str
 
 def accuracy_by_model_figure(
     labels: Sequence[str], runs: Sequence[Sequence[float]], metric: str = "Test accuracy",
+    chance: float = 0.0,
 ) -> Figure:
     """Bars of the mean per model, one dot per run, error bars of one standard deviation
-    (none for a single run); the axis ends at 1.0 and each model's mean is under its name."""
+    (none for a single run); each model's mean is under its name. The axis runs from chance
+    (1/classes, `chance`; lower if a run is below it, in steps of 0.05) to 1.0: one rule for
+    one run and for many, so the bars' heights mean the same in every report."""
     fig, ax = plt.subplots(figsize=(max(5.0, 1.3 * len(labels) + 2), 4.2))
     x = np.arange(len(labels))
     means = [float(np.mean(r)) for r in runs]
@@ -254,12 +259,12 @@ def accuracy_by_model_figure(
         ax.plot(np.full(len(values), x[i]), values, "o", color="black", ms=4, alpha=0.7,
                 clip_on=False, label="each run" if i == 0 else None)
     low = min(min(r) for r in runs)
-    bottom = float(np.floor(max(0.0, low - 0.1 * (1 - low) - 0.05) * 20) / 20)
+    bottom = float(np.floor(max(0.0, min(chance, low)) * 20) / 20)
     ax.set_ylim(bottom, 1.0)
     ticks = [f"{label}\n{mean:.3f}" + (f" ± {sd:.3f}" if len(values) > 1 else " (single run)")
              for label, mean, sd, values in zip(labels, means, stds, runs, strict=True)]
     ax.set_xticks(x, labels=ticks, rotation=15 if len(labels) > 4 else 0, fontsize=8)
-    ax.set_ylabel(metric + (f" (axis starts at {bottom:.2f})" if bottom > 0 else ""))
+    ax.set_ylabel(metric + (f" (axis starts at {bottom:.2f}, chance)" if bottom > 0 else ""))
     ax.set_title(f"{metric} by model (mean ± 1 sd over runs)")
     ax.grid(axis="y", alpha=0.3)
     ax.legend(loc="lower right")
@@ -324,16 +329,36 @@ def confusion_matrices_figure(
     return fig
 
 
-def reliability_by_model_figure(curves: dict[str, tuple[np.ndarray, np.ndarray, float]],
-                                bins: int) -> Figure:
+MIN_BIN_IMAGES = 10  # a reliability bin with fewer images is drawn hollow and not joined
+
+
+def _reliability_points(ax: plt.Axes, confidence: np.ndarray, accuracy: np.ndarray,
+                        counts: np.ndarray, label: str, **style: Any) -> None:
+    """A reliability curve: bins of MIN_BIN_IMAGES or more images joined, smaller bins as
+    hollow points (their accuracy is a few images' worth), each point with its count."""
+    full = counts >= MIN_BIN_IMAGES
+    line, = ax.plot(confidence[full], accuracy[full], marker="o", ms=4, label=label, **style)
+    ax.plot(confidence[~full], accuracy[~full], ls="none", marker="o", ms=4,
+            mfc="none", color=line.get_color())
+    for x, y, n in zip(confidence, accuracy, counts, strict=True):
+        ax.annotate(str(int(n)), (x, y), textcoords="offset points", xytext=(3, -9),
+                    fontsize=6, color=line.get_color())
+
+
+def reliability_by_model_figure(
+        curves: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, float]],
+        bins: int) -> Figure:
     """Every model's reliability curve on one diagram: {label: (mean confidence per non-empty
-    bin, accuracy per bin, ECE)}."""
+    bin, accuracy per bin, images per bin, ECE)}; each point carries its image count, and
+    bins of fewer than MIN_BIN_IMAGES are hollow and left out of the line."""
     fig, ax = plt.subplots(figsize=(6, 5))
     ax.plot([0, 1], [0, 1], color="grey", ls=":", lw=1, label="perfect calibration")
-    for label, (confidence, accuracy, ece) in curves.items():
-        ax.plot(confidence, accuracy, marker="o", ms=3, label=f"{label} (ECE {ece:.4f})")
+    for label, (confidence, accuracy, counts, ece) in curves.items():
+        _reliability_points(ax, confidence, accuracy, counts, f"{label} (ECE {ece:.4f})")
     ax.set(xlabel="Confidence (probability of the predicted class)", ylabel="Accuracy",
-           xlim=(0, 1), ylim=(0, 1.005), title=f"Reliability by model ({bins} bins, test)")
+           xlim=(0, 1), ylim=(0, 1.005),
+           title=f"Reliability by model ({bins} bins, test; numbers: images per bin;\n"
+                 f"hollow: fewer than {MIN_BIN_IMAGES} images, not joined)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper left")
     fig.tight_layout()
