@@ -123,6 +123,8 @@ def test_study_with_tuning_files_the_optuna_study_under_the_parent(mlflow_uri: s
     assert len(trials) == 2 and all("trial_number" in t.data.tags for t in trials)
     md = (tmp_path / "o" / "comparison.md").read_text()
     assert "## Tuning: concat_cnn on digits" in md
+    assert "Sampled by TPESampler (seed 0, multivariate True, constant liar True), pruned by " \
+           "MedianPruner" in md and "1 worker(s) seen" in md
     assert f"{tuning.data.metrics['tuned_test_accuracy']:.4f}" in md
     assert "| 1 | concat_cnn [limit 200] | digits | 1 |" in md  # no rows: trials, tuning run
 

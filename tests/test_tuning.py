@@ -74,6 +74,13 @@ def test_two_trial_study_nests_trials_and_registers_the_best(mlflow_uri: str,
     assert parent.info.status == "FINISHED"
     assert parent.data.tags["study_name"] == "concat_cnn-digits"
     assert parent.data.params["n_trials"] == "2" and parent.data.params["sampler_seed"] == "0"
+    # what the study ran with is on the study, not left to the installed Optuna's defaults
+    params = parent.data.params
+    assert (params["sampler"], params["sampler_multivariate"],
+            params["sampler_constant_liar"]) == ("TPESampler", "True", "True")
+    assert params["optuna_version"] == optuna.__version__
+    assert params["pruner"] == "MedianPruner" and params["pruner_n_warmup_steps"] == "3"
+    assert parent.data.metrics["workers_seen"] == 1
 
     # the Optuna study sits next to the MLflow store; trial 0 is the enqueued baseline
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"

@@ -93,6 +93,7 @@ def train_point(trial: optuna.Trial, *, study: optuna.Study, config: TuneConfig,
     (RUN_IDS_ATTR; RUN_ID_ATTR and MODEL_URI_ATTR: the seed with the best value), the epochs
     and wall seconds it spent (BUDGET_ATTRS) and, with several seeds, their values."""
     admitted()  # the trial exists now: let the next worker in
+    trial.set_user_attr("worker", worker)  # how many workers a study saw (tuning.report)
     point = suggest(trial, search_space(config.model, config.max_epochs))
     if point["batch_size"] > len(data.y_train):  # sizes above the split train the same batch
         trial.set_user_attr("effective_batch_size", len(data.y_train))

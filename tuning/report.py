@@ -118,6 +118,8 @@ def report_study(study: optuna.Study, model: str, study_name: str, data: Dataset
     registered_model (`name/version`, None when the best trial is not better than chance)."""
     summary: dict[str, Any] = {f"trials_{k}": v for k, v in counts(study).items()}
     summary.update(budget(study))
+    summary["workers_seen"] = len({t.user_attrs["worker"] for t in study.trials
+                                   if "worker" in t.user_attrs})
     mlflow.log_metrics(summary)
     mlflow.log_text(study.trials_dataframe().to_csv(index=False), "trials.csv")
     log_plots(study)

@@ -79,6 +79,10 @@ from tuning.storage import (
 )
 
 TPE_STARTUP_TRIALS = 4  # random trials before TPE models the results (its default 10 is a CPU day)
+# the sampler's settings, stated rather than left to the installed Optuna's defaults (5.0 made
+# TPE multivariate with constant liar): logged on every study's parent run (`sampler_settings`)
+TPE_SETTINGS = {"n_startup_trials": TPE_STARTUP_TRIALS, "multivariate": True,
+                "constant_liar": True}
 PRUNER_STARTUP_TRIALS = 2  # no pruning until this many trials have completed
 PRUNER_WARMUP_EPOCHS = 2  # nor during a trial's first epochs (learning-rate warm-up)
 MAX_FAILURES_IN_A_ROW = 3  # a worker whose trials keep failing (e.g. NaN loss) stops
@@ -152,8 +156,7 @@ def open_study(config: TuneConfig, pruner: optuna.pruners.BasePruner | None = No
     sampler_seed = config.seed + len(existing.trials)
     study = optuna.load_study(
         study_name=config.study_name, storage=storage,
-        sampler=optuna.samplers.TPESampler(seed=sampler_seed,
-                                           n_startup_trials=TPE_STARTUP_TRIALS),
+        sampler=optuna.samplers.TPESampler(seed=sampler_seed, **TPE_SETTINGS),
         pruner=pruner if pruner is not None else make_pruner(config.pruner, config.max_epochs),
     )
     baselines = [t for t in existing.trials if t.user_attrs.get(BASELINE_ATTR)]
@@ -162,6 +165,22 @@ def open_study(config: TuneConfig, pruner: optuna.pruners.BasePruner | None = No
         study.enqueue_trial(baseline_params(config.model, config.max_epochs),
                             user_attrs={BASELINE_ATTR: True})
     return study, sampler_seed
+
+
+def sampler_settings(study: optuna.Study) -> dict[str, str]:
+    """What the study samples and prunes with, as params: `sampler` and its TPE_SETTINGS,
+    `pruner` and its settings (Hyperband's resources and reduction factor, the median
+    pruner's start-up trials and warm-up steps), and `optuna_version`."""
+    pruner = study.pruner
+    settings = {"sampler": type(study.sampler).__name__,
+                **{f"sampler_{k}": str(v) for k, v in TPE_SETTINGS.items()},
+                "pruner": type(pruner).__name__, "optuna_version": optuna.__version__}
+    for name in ("min_resource", "max_resource", "reduction_factor", "n_startup_trials",
+                 "n_warmup_steps"):
+        value = getattr(pruner, f"_{name}", None)  # Optuna keeps its settings private
+        if value is not None:
+            settings[f"pruner_{name}"] = str(value)
+    return settings
 
 
 def room_for_trial(study: optuna.Study, n_trials: int) -> bool:
@@ -267,7 +286,7 @@ def run_tuning_study(config: TuneConfig, *, data: Dataset | None = None,
                 "model": config.model, "dataset": config.dataset, "data_dir": config.data_dir,
                 "limit": config.limit, "seed": config.seed, "n_trials": config.n_trials,
                 "max_epochs": config.max_epochs, "timeout": config.timeout,
-                "sampler_seed": sampler_seed, "pruner": type(study.pruner).__name__,
+                "sampler_seed": sampler_seed, **sampler_settings(study),
                 "objective": OBJECTIVE_METRIC, "seeds_per_trial": config.seeds_per_trial,
                 "final_test": config.final_test,
                 **{f"space_{name}": describe(distribution) for name, distribution

@@ -203,6 +203,16 @@ def _tuning_lines(t: TuningSummary, ui_base: str) -> list[str]:
              f"Best trial: {best or 'none complete'}"
              + (f", validation accuracy {m['best_val_accuracy']:.4f}."
                 if "best_val_accuracy" in m else ".")]
+    if "sampler" in p:
+        pruner = ", ".join(f"{k[len('pruner_'):]} {v}" for k, v in sorted(p.items())
+                           if k.startswith("pruner_"))
+        lines.append(f"Sampled by {p['sampler']} (seed {p.get('sampler_seed', '?')}, "
+                     f"multivariate {p.get('sampler_multivariate', '?')}, constant liar "
+                     f"{p.get('sampler_constant_liar', '?')}), pruned by {p.get('pruner', '?')}"
+                     + (f" ({pruner})" if pruner else "") + f", Optuna "
+                     f"{p.get('optuna_version', '?')}"
+                     + (f"; {m['workers_seen']:.0f} worker(s) seen" if "workers_seen" in m
+                        else "") + ".")
     if TUNED_METRIC in m:
         text = f"On the test split the tuned model scores {m[TUNED_METRIC]:.4f}"
         if "baseline_test_accuracy" in m:
