@@ -83,7 +83,7 @@ def compile_classifier(model: keras.Model, config: Config, steps_per_epoch: int)
 
 def load_classifier(path: str | Path) -> keras.Model:
     """A saved classifier (weights, optimizer state and step), ready to train on (`allow_jit`)."""
-    return allow_jit(keras.saving.load_model(path))
+    return allow_jit(keras.saving.load_model(path, safe_mode=True))  # no code in the file runs
 
 
 def restore_seed_states(model: keras.Model, seeds: list[list[int]] | None) -> None:

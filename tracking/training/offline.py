@@ -137,7 +137,7 @@ def upload_offline(folder: str | Path) -> str:
                               f"{folder} can be deleted")
     config = config_from_params(run.data.params)
     data = load_for(config)
-    model = keras.saving.load_model(folder / "model.keras")
+    model = keras.saving.load_model(folder / "model.keras", safe_mode=True)
     pending = [Metric(m["key"], m["value"], m["timestamp"], m["step"]) for m in state["pending"]]
     for i in range(0, len(pending), 1000):
         client.log_batch(run_id, metrics=pending[i:i + 1000])
