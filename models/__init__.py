@@ -20,6 +20,7 @@ import keras
 
 from models.applications import APPLICATIONS_MIN_SIZE, densenet121, resnet50
 from models.concat_cnn import CONCAT_MIN_SIZE, concat_cnn
+from models.registry import ModelRegistry, UnknownModel, model_label
 from models.spec import ModelFactory, ModelSpec, Recipe, SearchSpace, options
 from models.vgg19 import VGG19_MIN_SIZE, vgg19
 
@@ -29,7 +30,7 @@ BF16_DIGITS_EVIDENCE = "digits, 3 seeds, tracked loop, 2026-11-29: {} against fl
 # where bfloat16 was faster: a 2-core AMD EPYC with AVX-512 BF16 and no AMX, plain fit at batch
 # 64 (issue 27's table: VGG19 1.7-2.1x in two pairs, DenseNet-121 1.4x in one, ResNet-50
 # 0.95-1.0x); on an AMX Xeon none was faster on every seed through the tracked loop
-MODELS: dict[str, ModelSpec] = {
+MODELS = ModelRegistry({
     # plain VGG19 with Adam at 1e-3 stays at chance: batch norm after every conv fixes it
     "vgg19": ModelSpec(
         vgg19, min_image_size=VGG19_MIN_SIZE,
@@ -58,7 +59,7 @@ MODELS: dict[str, ModelSpec] = {
         recipe=Recipe(optimizer="adamw", learning_rate=2e-3, epochs=15),
         accuracy_held=options(mixed_bfloat16=BF16_DIGITS_EVIDENCE.replace(
             "2026-11-29", "2026-12-02").format("0.9944 +/- 0.0028", "0.9926 +/- 0.0016"))),
-}
+})
 
 
 def build_model(
@@ -69,10 +70,13 @@ def build_model(
     `options` go to the factory (architecture switches such as `batch_norm` or `dropout`).
     Raises ValueError for an unknown name, listing the valid ones.
     """
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(MODELS)}")
-    return MODELS[name].factory(input_shape=tuple(input_shape), classes=num_classes, **options)
+    try:
+        spec = MODELS[name]
+    except UnknownModel as err:
+        raise ValueError(str(err)) from None
+    return spec.factory(input_shape=tuple(input_shape), classes=num_classes, **options)
 
 
-__all__ = ["MODELS", "ModelFactory", "ModelSpec", "Recipe", "SearchSpace", "build_model",
+__all__ = ["MODELS", "ModelFactory", "ModelRegistry", "ModelSpec", "Recipe", "SearchSpace",
+           "UnknownModel", "build_model", "model_label",
            "concat_cnn", "densenet121", "resnet50", "vgg19"]

@@ -16,7 +16,8 @@ from typing import Any
 
 import keras
 
-from models import MODELS, Recipe
+from models import MODELS, Recipe, UnknownModel
+from models.registry import check_factory
 from tracking.cli import unquote
 from tracking.data.dataset import Dataset, load_dataset
 from tracking.data.loaders import LOADERS
@@ -68,8 +69,10 @@ class Config:
     recipe: Recipe | None = field(default=None, metadata={"param": False})
 
     def __post_init__(self) -> None:
-        if self.model not in MODELS:
-            raise ConfigError(f"unknown model {self.model!r}; choose one of: {', '.join(MODELS)}")
+        try:
+            MODELS.resolve(self.model)
+        except UnknownModel as err:
+            raise ConfigError(str(err)) from None
         if self.dataset not in LOADERS:
             raise ConfigError(
                 f"unknown dataset {self.dataset!r}; choose one of: {', '.join(LOADERS)}"
@@ -215,6 +218,18 @@ def _is_int(value: Any) -> bool:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def check_model(config: Config, data: Dataset) -> None:
+    """For a model named by import path or entry point: build it once for `data`'s images and
+    classes and raise ConfigError (one line) unless it is a keras.Model with one output per
+    class. The built-in four are not built here."""
+    if MODELS.source(config.model) == "builtin":
+        return
+    try:
+        check_factory(config.model, MODELS[config.model], data.image_shape, data.num_classes)
+    except UnknownModel as err:
+        raise ConfigError(str(err)) from None
 
 
 def load_for(config: Config) -> Dataset:

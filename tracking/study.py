@@ -57,7 +57,7 @@ from tracking.comparison.groups import RECIPE, TUNED, VARIANT_TAG
 from tracking.comparison.promotion import PromoteError, format_promotion, promote
 from tracking.comparison.report import Report, build_report, log_report
 from tracking.comparison.selection import CompareError
-from tracking.config import Config, ConfigError, load_for, param_text
+from tracking.config import Config, ConfigError, check_model, load_for, param_text
 from tracking.data.dataset import Dataset
 from tracking.store.connect import check_artifact_location, ensure_experiment
 from tracking.store.lifecycle import RUN_KIND_TAG, StopRun, launched_experiment, tracked_run
@@ -390,6 +390,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # the experiment not deleted, its artifact location writable
         check_artifact_location(ensure_experiment(launched_experiment(config.experiment)))
         first = load(config, config.seed_list()[0])
+        for run_config in config.run_configs(config.seed_list()[0]):
+            check_model(run_config, first)  # a factory by import path builds and fits
     with sigterm_as_interrupt():  # `kill` ends the runs like Ctrl-C
         try:
             result = run_comparison_study(config, first_data=first)

@@ -28,7 +28,7 @@ from tracking.cli import (
     sigterm_as_interrupt,
     unquote,
 )
-from tracking.config import Config, load_for
+from tracking.config import Config, check_model, load_for
 from tracking.data.loaders import LOADERS
 from tracking.precision import PRECISIONS
 from tracking.store.connect import check_artifact_location, ensure_experiment
@@ -43,7 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     d = Config()
     p = CommandParser(prog="python -m tracking.train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default=d.model, help=f"one of {', '.join(MODELS)}")
+    p.add_argument("--model", default=d.model,
+                   help=f"one of {', '.join(MODELS)}, or a factory as module:attribute "
+                        "(e.g. keras.applications:EfficientNetV2B0)")
     p.add_argument("--dataset", default=d.dataset, help=f"one of {', '.join(LOADERS)}")
     p.add_argument("--data-dir", default=d.data_dir,
                    help="folder data set, or the folder holding Fashion-MNIST's IDX files")
@@ -110,6 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # the experiment not deleted, its artifact location writable
         check_artifact_location(ensure_experiment(launched_experiment(config.experiment)))
         data = load_for(config)
+        check_model(config, data)  # a factory by import path builds and fits the data
     with sigterm_as_interrupt():
         try:
             results = train(config, data, resume_run_id=resume or None)

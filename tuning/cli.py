@@ -15,7 +15,7 @@ from tracking.cli import (
     number,
     sigterm_as_interrupt,
 )
-from tracking.config import load_for
+from tracking.config import check_model, load_for
 from tracking.data.loaders import LOADERS
 from tracking.precision import PRECISIONS
 from tracking.store.connect import check_artifact_location, ensure_experiment
@@ -37,7 +37,7 @@ def build_parser(prog: str, description: str, model: str | None) -> argparse.Arg
     p = CommandParser(prog=prog, description=description, epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=model, required=model is None,
-                   help=f"one of {', '.join(MODELS)}")
+                   help=f"one of {', '.join(MODELS)}, or a factory as module:attribute")
     p.add_argument("--dataset", default=d.dataset, help=f"one of {', '.join(LOADERS)}")
     p.add_argument("--data-dir", default=d.data_dir,
                    help="folder data set, or the folder holding Fashion-MNIST's IDX files")
@@ -91,6 +91,7 @@ def main(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> 
             print(create_study_only(config))
             return 0
         data = load_for(base)
+        check_model(base, data)  # a factory by import path builds and fits the data
     with sigterm_as_interrupt(), bad_input_exits(parser, check_tracking=False):
         # a TuneError here: another worker created the study meanwhile; no run started
         try:

@@ -25,6 +25,7 @@ from mlflow.entities.model_registry import ModelVersion
 from optuna.trial import FrozenTrial, TrialState
 from optuna.visualization import matplotlib as vis
 
+from models import model_label
 from tracking.comparison.paired import chance_p_value
 from tracking.data.dataset import Dataset, data_digest
 from tracking.evaluation.class_names import log_class_names
@@ -162,7 +163,7 @@ def report_study(study: optuna.Study, model: str, study_name: str, data: Dataset
         summary["registered_model"] = None
         mlflow.set_tag("registered_model", "none (not better than chance)")
         return summary
-    version = register_best(f"{model}-tuned", best, {
+    version = register_best(f"{model_label(model)}-tuned", best, {
         "study_name": study_name, "trial_number": str(best.number),
         OBJECTIVE_METRIC: f"{best.value:.4f}", "test_accuracy": f"{tuned.accuracy:.4f}"})
     summary["registered_model"] = f"{version.name}/{version.version}"

@@ -18,7 +18,7 @@ from pathlib import Path
 import keras
 from keras import layers
 
-from models import Recipe, build_model
+from models import Recipe, build_model, model_label
 from tracking.config import Config, ConfigError
 from tracking.data.dataset import Dataset
 from tracking.data.loaders import FLIP_SAFE
@@ -46,7 +46,7 @@ def build_classifier(config: Config, data: Dataset) -> keras.Model:
             steps.append(layers.RandomFlip("horizontal", seed=config.seed, name="random_flip"))
         if steps:
             x = keras.Sequential(steps, name="augment")(x)
-        return allow_jit(keras.Model(inputs, core(x), name=config.model))
+        return allow_jit(keras.Model(inputs, core(x), name=model_label(config.model)))
 
 
 def make_optimizer(recipe: Recipe, learning_rate: float, total_steps: int) -> keras.Optimizer:

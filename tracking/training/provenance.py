@@ -36,6 +36,8 @@ import keras
 import mlflow
 import numpy as np
 
+from models import MODELS
+from models.registry import distribution_of
 from tracking.config import Config, param_text, same_param
 from tracking.data.dataset import Dataset, data_digest
 from tracking.data.images import LeftOut
@@ -104,6 +106,7 @@ def run_params(requested: Config, config: Config, model: keras.Model, data: Data
         **requested.to_params(),
         **{f"effective_{k}": param_text(getattr(config, k))
            for k in ("epochs", "batch_size", "learning_rate", "augment", "precision")},
+        **model_origin(config.model),
         "device_kind": choice.kind,
         "precision_reason": choice.reason,
         "optimizer": recipe.optimizer,
@@ -131,6 +134,18 @@ def _sample_rows(n: int, sample: int) -> np.ndarray:
     """At most `sample` row numbers of n, evenly spaced (a memory-mapped split is not read
     whole)."""
     return np.unique(np.linspace(0, n - 1, num=min(sample, n), dtype=np.int64))
+
+
+def model_origin(model: str) -> dict[str, str]:
+    """Params saying where the model's factory came from, so that a resume or a comparison
+    finds it again: `model_source` (`builtin`, or its `module:attribute`) and, for a factory
+    of an installed distribution, `model_package` (`name==version`)."""
+    source = MODELS.source(model)
+    out = {"model_source": source}
+    if source != "builtin":
+        found = distribution_of(source.split(":")[0])
+        out["model_package"] = f"{found[0]}=={found[1]}" if found else "(not installed)"
+    return out
 
 
 LEFT_OUT_FILE = "left_out_files.csv"  # artifact: path,reason of every entry not read

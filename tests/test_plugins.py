@@ -1,0 +1,127 @@
+"""Your own model: a factory named by its import path, from a throwaway package written to a
+temporary folder and put on sys.path (not installed), and keras.applications' own."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from models import MODELS, UnknownModel
+from tracking.config import Config, ConfigError
+from tracking.train import main
+from tracking.training.loop import train
+
+PACKAGE = '''
+import keras
+from models import Recipe
+
+
+@keras.saving.register_keras_serializable(package="mypkg")
+class Doubled(keras.layers.Layer):
+    """A custom layer: the package's own code, registered as Keras-serializable."""
+
+    def call(self, x):
+        return x * 2.0
+
+
+def build_net(input_shape, classes, width=8):
+    inputs = keras.Input(input_shape)
+    x = keras.layers.Conv2D(width, 3, activation="relu")(inputs)
+    x = Doubled()(keras.layers.GlobalAveragePooling2D()(x))
+    return keras.Model(inputs, keras.layers.Dense(classes, activation="softmax")(x))
+
+
+def small_net(input_shape, classes):
+    return build_net(input_shape, classes, width=4)
+
+
+small_net.recipe = Recipe(optimizer="adam", learning_rate=3e-3, epochs=2, batch_size=16)
+small_net.min_image_size = 8
+
+
+def wrong_output(input_shape, classes):
+    inputs = keras.Input(input_shape)
+    x = keras.layers.GlobalAveragePooling2D()(inputs)
+    return keras.Model(inputs, keras.layers.Dense(3)(x))
+
+
+NOT_A_FACTORY = 42
+'''
+
+
+@pytest.fixture
+def mypkg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """`mypkg.nets` on sys.path for this test only (and out of the registry's cache after)."""
+    root = tmp_path / "plugin"
+    (root / "mypkg").mkdir(parents=True)
+    (root / "mypkg" / "__init__.py").write_text("")
+    (root / "mypkg" / "nets.py").write_text(textwrap.dedent(PACKAGE))
+    monkeypatch.syspath_prepend(str(root))
+    yield "mypkg.nets"
+    for name in [n for n in list(MODELS._specs) if n.startswith("mypkg")]:
+        del MODELS[name]
+    for module in [m for m in sys.modules if m.startswith("mypkg")]:
+        del sys.modules[module]
+
+
+def test_a_factory_by_import_path_trains_and_logs_where_it_came_from(
+        mlflow_uri: str, mypkg: str) -> None:
+    name = f"{mypkg}:small_net"
+    assert MODELS[name].recipe.epochs == 2 and MODELS[name].min_image_size == 8
+    results = train(Config(model=name, image_size=16, limit=200, experiment="plugins"))
+    run = mlflow.MlflowClient().get_run(results["run_id"])
+    assert run.info.status == "FINISHED"
+    params = run.data.params
+    assert params["model"] == name and params["model_source"] == name
+    assert params["model_package"] == "(not installed)"  # on sys.path, no distribution
+    assert params["effective_epochs"] == "2" and params["optimizer"] == "adam"  # its recipe
+    model = mlflow.pyfunc.load_model(f"runs:/{results['run_id']}/model")
+    assert model.metadata.metadata["class_names"]  # the logged model loads, custom layer too
+
+
+def test_a_factory_without_facts_takes_stated_defaults(mypkg: str, capsys) -> None:
+    spec = MODELS[f"{mypkg}:build_net"]
+    assert "carries no recipe, search_space, min_image_size: using the defaults" in \
+        capsys.readouterr().err
+    assert spec.min_image_size == 32 and spec.recipe.epochs == 15
+    with pytest.raises(ConfigError, match="needs image_size >= 32"):
+        Config(model=f"{mypkg}:build_net", image_size=16)
+
+
+@pytest.mark.parametrize("attribute, message", [
+    ("nothing", "mypkg.nets has no attribute 'nothing'"),
+    ("NOT_A_FACTORY", "is a int, not a callable factory"),
+    ("wrong_output", "outputs (None, 3), not (None, 10): one probability per class"),
+])
+def test_a_bad_factory_is_one_line_before_any_run(mlflow_uri: str, mypkg: str, capsys,
+                                                  attribute: str, message: str) -> None:
+    with pytest.raises(SystemExit) as stop:
+        main(["--model", f"{mypkg}:{attribute}", "--limit", "200", "--epochs", "1",
+              "--experiment", "bad-factories"])
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert stop.value.code == 2 and len(errors) == 1 and message in errors[0], errors
+    experiment = mlflow.MlflowClient().get_experiment_by_name("bad-factories")
+    assert experiment is None or not mlflow.MlflowClient().search_runs(
+        [experiment.experiment_id])  # no run was started
+
+
+def test_unknown_names_say_what_there_is() -> None:
+    with pytest.raises(UnknownModel, match="choose one of: vgg19, resnet50, densenet121, "
+                                           "concat_cnn, or name a factory as module:attribute"):
+        MODELS.resolve("vgg16")
+    with pytest.raises(UnknownModel, match="cannot import no_such_package"):
+        MODELS.resolve("no_such_package.nets:build")
+
+
+def test_keras_applications_by_import_path_train_one_epoch(mlflow_uri: str) -> None:
+    """keras.applications' own constructor: called headless and untrained, the suite's head."""
+    results = train(Config(model="keras.applications:MobileNetV2", limit=200, epochs=1,
+                           experiment="plugins"))
+    params = mlflow.MlflowClient().get_run(results["run_id"]).data.params
+    assert params["model_source"] == "keras.applications:MobileNetV2"
+    assert params["model_package"].startswith("keras==")
+    assert 0.0 <= results["test_accuracy"] <= 1.0
