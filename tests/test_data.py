@@ -274,16 +274,21 @@ def test_every_file_is_read_or_listed_with_its_reason(tmp_path: Path) -> None:
     (root / "owl" / ".hidden.png").write_bytes(b"\0")
     (root / "README.txt").write_text("class folders below")
     (root / "cat" / "also-dog").symlink_to(root / "dog", target_is_directory=True)
+    (root / "dog" / "up").symlink_to(root, target_is_directory=True)  # the data folder ...
+    (root / "owl" / "way-up").symlink_to(tmp_path, target_is_directory=True)  # ... and above
+    (root / "owl-copy").symlink_to(root / "owl", target_is_directory=True)  # a class twice
 
     d = load_dataset("folder", str(root), image_size=16)
     assert sum(d.sizes().values()) == 10 + 4 + 10 + 1 + 10  # cat (+ linked), dog (+ link), owl
     reasons = dict(d.left_out)
     assert reasons == {"README.txt": "outside a class folder", "owl/again": "loop",
                        "owl/photo.ico": "other suffix", "owl/.hidden.png": "hidden",
-                       "cat/also-dog": "loop"}  # dog's folder is listed once, as dog
+                       "cat/also-dog": "loop",  # dog's folder is listed once, as dog
+                       "dog/up": "loop", "owl/way-up": "loop", "owl-copy": "loop"}
+    assert d.class_names == ("cat", "dog", "owl")  # no class from the linked copy
     on_disk = {str(f.relative_to(root)) for f in root.rglob("*") if not f.is_dir()}
     read = {f.path for f in load_folder(str(root)).x.files}
-    assert on_disk <= read | set(reasons) | {"cat/linked"}  # everything accounted for
+    assert on_disk <= read | set(reasons) | {"cat/linked", "owl-copy"}  # all accounted for
 
 
 # --------------------------------------------------------------------------- class sizes

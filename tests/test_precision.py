@@ -159,3 +159,20 @@ def test_calibration_bad_input_is_one_line(argv: list[str], message: str, cache:
     err = capsys.readouterr().err
     assert stop.value.code == 2 and message in err and len(err.strip().splitlines()) == 1
     assert not cache.exists()  # nothing measured, nothing written
+
+
+def test_a_damaged_calibration_file_is_ignored_entry_by_entry(cache: Path, capsys) -> None:
+    good = {"speed_ratio": FAST}
+    record = {"format": 1, "machine": machine_identity(),
+              "speed": {"vgg19": good, "concat_cnn": {"speed_ratio": {"mixed_bfloat16": "fast"}},
+                        "resnet50": {"speed_ratio": None}},
+              "accuracy": {"vgg19": {"mixed_bfloat16": {"held": "no"}}}}
+    calibration_path().parent.mkdir(parents=True, exist_ok=True)
+    calibration_path().write_text(json.dumps(record))
+    assert choose_precision("concat_cnn", "auto").policy == \
+        MODELS["concat_cnn"].faster_precision.get(device_kind(), "float32")  # no crash
+    vgg = choose_precision("vgg19", "auto")  # its speed entry is sound; "held": "no" is not
+    assert vgg.policy == "mixed_bfloat16" and "registry" in vgg.reason
+    assert "3 malformed entries, ignored" in capsys.readouterr().err
+    calibration_path().write_text(json.dumps({**record, "speed": []}))
+    assert read_calibration()["speed"] == {}

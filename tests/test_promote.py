@@ -142,3 +142,20 @@ def test_a_champion_whose_run_was_deleted_is_said_and_can_be_replaced(
     out = capsys.readouterr().out
     assert f"champion: replaces version {old.version}, whose evidence is gone" in out
     assert aliases()[CHAMPION] != old.version
+
+
+def test_replace_champion_with_a_candidate_at_chance_and_a_champion_promoted_again(
+        mlflow_uri: str, capsys) -> None:
+    client = mlflow.MlflowClient()
+    first = logged_run(range(10))
+    old = promote(first)
+    again = promote(first)  # the champion's own run: nothing judged, no alias moved
+    assert again.alias == CHAMPION and "already the champion" in again.reason
+    assert aliases() == {CHAMPION: old.version}
+    client.delete_run(first)  # a deleted run's predictions are not evidence
+    weak = logged_run(range(88))  # 12 of 100 right: chance is 10 of 100
+    assert main(["--run-id", weak, "--replace-champion"]) == 0
+    out = capsys.readouterr().out
+    assert "challenger" in out and "evidence is gone, but this one is not better than chance" \
+        in out
+    assert aliases()[CHAMPION] == old.version  # not replaced by a run at chance

@@ -46,9 +46,10 @@ def test_study_nests_every_seed_and_logs_the_report(mlflow_uri: str, tmp_path: P
 
     md = (out / "comparison.md").read_text()
     assert md in capsys.readouterr().out
-    assert f"| 1 | concat_cnn [limit 300] | digits | 2 | {np.mean(accuracies):.4f} ± " in md
+    row = f"| 1 | concat_cnn [limit 300, 2 epochs] | digits | 2 | {np.mean(accuracies):.4f} ± "
+    assert row in md
     assert all(c.info.run_id[:8] in md for c in children)
-    assert "Where each model goes wrong" in md and "**concat_cnn [limit 300]** " in md
+    assert "Where each model goes wrong" in md and "**concat_cnn [limit 300, 2 epochs]** " in md
     # the UI opens this experiment on the key-metrics view, the study expanded
     view = exp.tags["mlflow.sharedViewState.key-metrics"]
     assert parent.info.run_id in view and "metrics.`test_accuracy`" in view
@@ -126,7 +127,8 @@ def test_study_with_tuning_files_the_optuna_study_under_the_parent(mlflow_uri: s
     assert "Sampled by TPESampler (seed 0, multivariate True, constant liar True), pruned by " \
            "MedianPruner" in md and "1 worker(s) seen" in md
     assert f"{tuning.data.metrics['tuned_test_accuracy']:.4f}" in md
-    assert "| 1 | concat_cnn [limit 200] | digits | 1 |" in md  # no rows: trials, tuning run
+    # no rows for trials or the tuning run
+    assert "| 1 | concat_cnn [limit 200, 1 epochs] | digits | 1 |" in md
 
 
 def fair_study(tmp_path: Path, models: str, budget: str, seeds: str) -> tuple:

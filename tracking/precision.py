@@ -35,6 +35,7 @@ import hashlib
 import json
 import os
 import statistics
+import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,7 +125,39 @@ def read_calibration(path: Path | None = None) -> dict[str, Any] | None:
     if (not isinstance(record, dict) or record.get("format") != CALIBRATION_FORMAT
             or record.get("machine") != identity):
         return None
-    return record
+    return _well_formed(record, path)
+
+
+_WARNED: set[str] = set()  # calibration files already said to hold malformed entries
+
+
+def _well_formed(record: dict[str, Any], path: Path) -> dict[str, Any]:
+    """`record` without the entries `auto` cannot read (a hand-edited or damaged file): a
+    speed entry needs `speed_ratio` {policy: [positive finite numbers]}, an accuracy entry
+    {policy: {"held": true|false}}; what is dropped is said once on stderr."""
+    def ratios_ok(entry: Any) -> bool:
+        ratios = entry.get("speed_ratio") if isinstance(entry, dict) else None
+        return isinstance(ratios, dict) and all(
+            isinstance(v, list) and v and all(
+                isinstance(x, int | float) and not isinstance(x, bool) and 0 < x < 1e6
+                for x in v) for v in ratios.values())
+
+    def held_ok(entry: Any) -> bool:
+        return isinstance(entry, dict) and all(
+            isinstance(v, dict) and isinstance(v.get("held"), bool) for v in entry.values())
+
+    speed = record.get("speed") if isinstance(record.get("speed"), dict) else {}
+    accuracy = record.get("accuracy") if isinstance(record.get("accuracy"), dict) else {}
+    clean = {**record, "speed": {m: e for m, e in speed.items() if ratios_ok(e)},
+             "accuracy": {m: e for m, e in accuracy.items() if held_ok(e)}}
+    dropped = (len(speed) - len(clean["speed"]) + len(accuracy) - len(clean["accuracy"])
+               + (not isinstance(record.get("speed"), dict))
+               + (not isinstance(record.get("accuracy"), dict)))
+    if dropped and str(path) not in _WARNED:
+        _WARNED.add(str(path))
+        print(f"warning: {path} holds {dropped} malformed entries, ignored (run the "
+              "calibration again to replace them)", file=sys.stderr)
+    return clean
 
 
 def write_calibration(update: Mapping[str, Any], section: str) -> Path:
@@ -180,7 +213,8 @@ def choose_precision(model: str, precision: str,
         calibration = read_calibration()
     measured = (calibration or {}).get("speed", {}).get(model)
     if isinstance(measured, dict):
-        where = f"calibrated on this machine ({calibration_path().name})"
+        where = (f"calibrated on this machine ({calibration_path().name}, "
+                 f"{measured.get('image_size', '?')} px, {measured.get('repeats', '?')} repeats)")
         for policy, ratios in measured.get("speed_ratio", {}).items():
             if policy not in MIXED_PRECISIONS or not speed_verdict(ratios):
                 continue

@@ -23,6 +23,8 @@ import argparse
 import contextlib
 import os
 import sys
+import urllib.parse
+import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,6 +139,8 @@ def model_description(uri: str) -> mlflow.models.Model:
     tracking store's logged-model record, else read from the model's own MLmodel file (a
     folder copied from another store, or a registered version whose run was deleted).
     Raises MlflowException or OSError when neither can be read."""
+    if uri.startswith("file://"):  # Model.load takes a plain path
+        uri = urllib.request.url2pathname(urllib.parse.urlparse(uri).path)
     try:
         return mlflow.models.Model.load(uri)
     except (MlflowException, OSError):

@@ -40,6 +40,7 @@ import gc
 import json
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -160,6 +161,7 @@ def markdown(table: Sequence[dict[str, Any]]) -> str:
 CALIBRATION_SECONDS = {"vgg19": 45.0, "resnet50": 110.0, "densenet121": 180.0,
                        "concat_cnn": 35.0}
 CALIBRATION_CLASSES = 10
+MAX_CHUNK_SECONDS = 600.0  # one timed fit: longer measures nothing more
 ACCURACY_SEEDS = 3  # the registry's rule: seeds per policy behind an accuracy verdict
 
 
@@ -303,7 +305,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--experiment", default="precision")
     parser.add_argument("--output", default="outputs/bench_precision.json")
     args = parser.parse_args(argv)
-    models = [m for m in args.models.split(",") if m] or (
+    if args.models.strip() and not [m for m in args.models.split(",") if m.strip()]:
+        parser.error(f"--models names no model: {args.models!r}")
+    if args.recalibrate and not args.calibrate:
+        parser.error("--recalibrate goes with --calibrate")
+    models = [m.strip() for m in args.models.split(",") if m.strip()] or (
         list(MODELS) if args.calibrate else ["vgg19"])
     precisions = [p for p in args.precisions.split(",") if p]
     unknown = [m for m in models if m not in MODELS] + \
@@ -311,8 +317,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown or "float32" not in precisions or len(precisions) < 2:
         parser.error(f"unknown models or precisions {unknown}, or float32 (the reference) or "
                      "a mixed policy missing")
-    if args.repeats < 1 or not args.chunk_seconds > 0:
-        parser.error("--repeats must be a positive integer and --chunk-seconds positive")
+    if args.repeats < 1 or not 0 < args.chunk_seconds <= MAX_CHUNK_SECONDS:
+        parser.error("--repeats must be a positive integer and --chunk-seconds from 0 to "
+                     f"{MAX_CHUNK_SECONDS:g}")
+    if args.calibrate:
+        try:  # the cache folder must take the file before minutes are spent measuring
+            calibration_path().parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=calibration_path().parent):
+                pass
+        except OSError as err:
+            parser.error(f"cannot write the calibration to {calibration_path().parent} "
+                         f"({err.strerror or err}); set KERAS_MLFLOW_SUITE_CACHE to a "
+                         "writable folder")
     precisions = ["float32", *[p for p in precisions if p != "float32"]]
     try:
         seeds = [int(s) for s in args.seeds.split(",") if s]

@@ -65,12 +65,11 @@ class RunSummary:
         """"" for a run at its full budget, else what cut it: `limit 200`, `2 epochs` (an
         epochs bound below its recipe's; the same words for every model, so runs all cut to
         one bound compare)."""
-        if self.limit:
-            return f"limit {self.limit}"
+        parts = [f"limit {self.limit}"] if self.limit else []
         if (self.epochs_bound and self.recipe_epochs and self.epochs_bound < self.recipe_epochs
                 and not self.variant):
-            return f"{self.epochs_bound} epochs"
-        return ""
+            parts.append(f"{self.epochs_bound} epochs")
+        return ", ".join(parts)
 
     @property
     def test_digest(self) -> str | None:
@@ -221,7 +220,12 @@ def left_out(groups: Sequence[ModelGroup], dataset: str, include_smoke: bool = F
     test split`: no image-by-image comparison, and a different test set)."""
     here = [g for g in groups if g.dataset == dataset]
     budgets = [g.budget for g in here]
-    reference = "" if "" in budgets else max(set(budgets), key=budgets.count)
+
+    def size(budget: str) -> tuple[int, int, int]:  # most groups, then the larger budget
+        run = next(g.runs[0] for g in here if g.budget == budget)
+        return budgets.count(budget), run.limit, run.epochs_bound or 0
+
+    reference = "" if "" in budgets else max(sorted(set(budgets)), key=size)
     out = [] if include_smoke else [(g, f"smoke run: {g.budget}, the ranked runs' "
                                         f"{reference or 'full budget'}")
                                     for g in here if g.budget != reference]

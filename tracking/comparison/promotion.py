@@ -117,13 +117,19 @@ def judge(candidate: list, champion: list) -> PairedResult:
     return paired_difference(a, b)
 
 
-def first_verdict(frame: pd.DataFrame) -> tuple[str, str]:
-    """(alias, reason) of a candidate with no champion to beat: champion when its run is
-    better than chance on the test split (`tracking.comparison.paired.chance_p_value` at ALPHA)."""
+def chance_figures(frame: pd.DataFrame) -> tuple[float, str]:
+    """(p-value, `45 of 50 test images right, chance 1/10, p = 1e-30`) of a run's predictions
+    against chance (`tracking.comparison.paired.chance_p_value`)."""
     right = int((frame["predicted_label"] == frame["true_label"]).sum())
     classes = len(probabilities_of(frame)[0])
     p = chance_p_value(right, len(frame), classes)
-    figures = f"{right} of {len(frame)} test images right, chance 1/{classes}, p = {p:.2g}"
+    return p, f"{right} of {len(frame)} test images right, chance 1/{classes}, p = {p:.2g}"
+
+
+def first_verdict(frame: pd.DataFrame) -> tuple[str, str]:
+    """(alias, reason) of a candidate with no champion to beat: champion when its run is
+    better than chance on the test split at ALPHA."""
+    p, figures = chance_figures(frame)
     if p < ALPHA:
         return CHAMPION, f"the first champion (none to beat; better than chance: {figures})"
     return CHALLENGER, f"no champion yet, and not better than chance: {figures}"
@@ -163,8 +169,10 @@ def promote(run_id: str, runs: Sequence[str] = (), name: str = "",
     alias, reason = first_verdict(candidate[0])
     if champion is not None:
         champion_ids = (champion.tags.get(SEED_RUNS_TAG) or champion.run_id).split(",")
-        if run_id in champion_ids:
-            reason = f"already the champion (version {champion.version})"
+        if run_id in champion_ids:  # nothing to judge, no alias to move
+            return Promotion(name, str(champion.version), CHAMPION,
+                             f"already the champion (version {champion.version})",
+                             str(champion.version), None)
         else:
             try:
                 champion_digest, champion_frames = split_of(champion_ids, "champion")
@@ -175,11 +183,11 @@ def promote(run_id: str, runs: Sequence[str] = (), name: str = "",
                         f"evidence ({err}): nothing can be shown better than it; "
                         "--replace-champion judges the candidate against chance alone and "
                         "makes it champion if it beats chance") from None
-                figures = reason[reason.index("(") + 1:-1]  # first_verdict's figures
+                figures = chance_figures(candidate[0])[1]
                 reason = (f"replaces version {champion.version}, whose evidence is gone ("
-                          f"{figures})" if alias == CHAMPION else
-                          f"version {champion.version}'s evidence is gone, and this one is "
-                          f"{figures}")
+                          f"better than chance: {figures})" if alias == CHAMPION else
+                          f"version {champion.version}'s evidence is gone, but this one is "
+                          f"not better than chance: {figures}")
             else:
                 if champion_digest != digest:
                     raise PromoteError(

@@ -229,6 +229,9 @@ def _tuning_lines(t: TuningSummary, ui_base: str) -> list[str]:
 
 DEFAULT_OUTPUT = os.path.join("outputs", "comparison")
 REPORT_FILE = "comparison.md"
+# the figures a report writes (tracking.comparison.figures), removed before the next one
+REPORT_PATTERNS = ("accuracy_by_model*.png", "curves_by_model*.png", "confusion_matrices*.png",
+                   "reliability_by_model*.png", "common_mistakes_*.png", "accuracy_vs_cost_*.png")
 
 
 @dataclass
@@ -286,6 +289,9 @@ def build_report(
     selection = ("every run nested under " + parent_run_id[:8] if parent_run_id
                  else f"every run matching `{filter_string}`" if filter_string
                  else "the latest finished run of each model")
+    for old in [folder / REPORT_FILE, *(f for pattern in REPORT_PATTERNS
+                                        for f in folder.glob(pattern))]:
+        old.unlink(missing_ok=True)  # an earlier report's files would be logged as this one's
     figures = [path.name for path in write_figures(groups, folder, include_smoke)]
     markdown = render_markdown(groups, tunings, figures, experiment=title or ",".join(
         experiment_ids), selection=selection, ui_base=ui_base_url(ui_base), pairs=pairs,

@@ -78,6 +78,9 @@ def list_images(folder: Path, root: Path, seen: set[tuple[int, int]] | None = No
     start = os.stat(folder)
     seen = set() if seen is None else seen
     seen.add((start.st_dev, start.st_ino))
+    for above in Path(folder).resolve().parents:  # a link up to here would walk it again
+        st = os.stat(above)
+        seen.add((st.st_dev, st.st_ino))
     pending = [os.fspath(folder)]
     while pending:
         directory = pending.pop()

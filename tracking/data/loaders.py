@@ -162,10 +162,19 @@ def load_folder(data_dir: str | None = None) -> RawData:
         raise DataError(f"data folder {root} does not exist or is not a folder")
     left: list[LeftOut] = []
     class_dirs = []
+    # the data folder and every folder above it: a link to any of them would walk the data
+    # folder (or more) into a class; and each class folder once (a linked copy is no class)
+    above = [root.resolve(), *root.resolve().parents]
+    seen = {(st.st_dev, st.st_ino) for st in map(os.stat, above)}
     for entry in sorted(root.iterdir()):
         if entry.name.startswith("."):
             left.append(LeftOut(entry.name, "hidden"))
         elif entry.is_dir():
+            st = os.stat(entry)
+            if (st.st_dev, st.st_ino) in seen:
+                left.append(LeftOut(entry.name, "loop"))
+                continue
+            seen.add((st.st_dev, st.st_ino))
             class_dirs.append(entry)
         else:
             left.append(LeftOut(entry.name, "outside a class folder"))
@@ -174,7 +183,6 @@ def load_folder(data_dir: str | None = None) -> RawData:
                         f"found {len(class_dirs)}")
     files: list[ImageFile] = []
     labels: list[int] = []
-    seen = {(st.st_dev, st.st_ino) for st in map(os.stat, class_dirs)}  # each in its class
     for label, class_dir in enumerate(class_dirs):
         found, skipped = list_images(class_dir, root, seen)
         if not found:

@@ -37,7 +37,7 @@ from tracking.training.checkpoints import (
     drop_checkpoints,
 )
 from tracking.training.finish import finish_run
-from tracking.training.resume import config_from_params
+from tracking.training.resume import config_from_params, relog_missing_epochs
 
 OFFLINE_ROOT = "mlflow-offline"  # relative to the working directory
 
@@ -65,15 +65,16 @@ def keep_offline_if_unreachable(run_id: str, model: keras.Model,
         yield
     except Exception as err:
         if disk_refused(err):  # the artifact location is full or read-only
+            why = getattr(err, "strerror", None) or type(err).__name__
             try:
                 folder = save_offline(run_id, model, history, best_epoch, pending)
             except OSError:
-                raise ArtifactsUnwritable(f"the trained model could not be logged ({err}); "
-                                          "nor kept on this machine's disk") from None
+                raise ArtifactsUnwritable(f"model log refused ({why}); nor could it be kept "
+                                          "on this machine's disk") from None
+            # stop_reason keeps 250 characters: the command first, no paths of the error's
             raise ArtifactsUnwritable(
-                f"the trained model could not be logged ({err}); it is in {folder}: once the "
-                f"artifact location has room, python -m tracking.runs upload {folder} "
-                "finishes the run with it") from None
+                f"model log refused ({why}); kept: python -m tracking.runs upload {folder} "
+                "finishes the run once the artifact location has room") from None
         if tracking_reachable():
             raise
         folder = save_offline(run_id, model, history, best_epoch, pending)
@@ -103,7 +104,9 @@ def keep_weights_if_disk_refuses(run_id: str, model: keras.Model,
         if stopper.best_weights is not None:
             model.set_weights(stopper.best_weights)
         best = best_epoch_of(stopper, history.epochs)
-        metrics.flush()  # the metrics go to the tracking store (held ones too)
+        metrics.flush()  # the metrics go to the tracking store (held ones too) ...
+        with contextlib.suppress(Exception):  # ... and the stopping epoch's, which the
+            relog_missing_epochs(run_id, history.epochs)  # stop kept from MlflowMetrics
         try:
             folder = save_offline(run_id, model, history.epochs, best, metrics.pending)
         except OSError as err:
@@ -144,6 +147,6 @@ def upload_offline(folder: str | Path) -> str:
     with mlflow.start_run(run_id=run_id):
         finish_run(model, config, data, state["history"], state["best_epoch"], run_id, {},
                    again=True)  # an upload cut short may have logged part of it
-        mlflow.set_tag(UPLOADED_TAG, "true")
+        mlflow.set_tags({UPLOADED_TAG: "true", "stop_reason": ""})  # it is finished now
     drop_checkpoints(run_id)
     return run_id
