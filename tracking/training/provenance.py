@@ -25,6 +25,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 import warnings
 from collections import Counter
 from collections.abc import Sequence
@@ -35,6 +36,7 @@ from typing import Any
 import keras
 import mlflow
 import numpy as np
+from mlflow.exceptions import MlflowException
 
 from models import MODELS
 from models.registry import distribution_of
@@ -208,7 +210,16 @@ def log_data_inputs(data: Dataset, image_size: int) -> None:
             warnings.simplefilter("ignore", UserWarning)  # "source ... in multiple ways"
             ds = mlflow.data.from_numpy(x, targets=y, source=source, digest=data_digest(x, y),
                                         name=f"{data.name}-{image_size}px-{context}")
-        mlflow.log_input(ds, context=context)
+        for attempt in range(3):  # processes logging one data set at once race for its row
+            try:
+                mlflow.log_input(ds, context=context)
+                break
+            except MlflowException as err:
+                # the row another process just created is found on the next try (SQLite's and
+                # PostgreSQL's unique-constraint message)
+                if attempt == 2 or "unique" not in str(err).lower():
+                    raise
+                time.sleep(0.2 * (attempt + 1))
 
 
 def model_summary(model: keras.Model) -> str:
