@@ -468,3 +468,16 @@ def test_every_sentence_says_what_is_true(mlflow_uri: str, tmp_path: Path) -> No
     joined = [line for line in ax.get_lines() if line.get_label().startswith("m (ECE")]
     assert list(joined[0].get_xdata()) == [0.95]  # bins under MIN_BIN_IMAGES are not joined
     assert MIN_BIN_IMAGES == 10 and "fewer than 10 images" in ax.get_title()
+
+
+def test_runs_of_one_model_at_other_settings_are_not_pooled(mlflow_uri: str,
+                                                            tmp_path: Path) -> None:
+    """The recipe and the recipe at 30 epochs: two rows and a paired verdict, not one row
+    `0.93 ± 0.02 over seeds`."""
+    log_fake_training_run("settings", "vgg19", 0, 0.90, params={"effective_epochs": 10})
+    log_fake_training_run("settings", "vgg19", 0, 0.96, params={"effective_epochs": 30})
+    md = build_report([mlflow.get_experiment_by_name("settings").experiment_id], tmp_path / "r",
+                      filter_string="params.model = 'vgg19'", latency=False).markdown
+    assert "| 1 | vgg19 (30 epochs) | digits | 1 | 0.9600 (single run) |" in md
+    assert "| 2 | vgg19 | digits | 1 | 0.9000 (single run) |" in md
+    assert "| vgg19 (30 epochs) − vgg19 |" in md  # judged image by image

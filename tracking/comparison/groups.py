@@ -59,6 +59,8 @@ class RunSummary:
     limit: int = 0  # --limit: a subset of the images (a smoke run)
     epochs_bound: int | None = None  # the epochs it was allowed (effective_epochs)
     recipe_epochs: int | None = None  # its model's recipe's (registry)
+    setting: str = ""  # how its settings depart from the recipe: `30 epochs, batch 128`
+
 
     @property
     def budget(self) -> str:
@@ -117,9 +119,11 @@ class ModelGroup:
 
     @property
     def label(self) -> str:
-        """How the report names the group: the model, with its variant in a fair study and
-        its budget when cut (`[limit 200]`)."""
-        name = f"{self.model} ({self.variant})" if self.variant else self.model
+        """How the report names the group: the model, with its variant in a fair study or its
+        own setting where it departs from the recipe (`(30 epochs)`), and its budget when cut
+        (`[limit 200]`)."""
+        detail = self.variant or (self.runs[0].setting if self.runs else "")
+        name = f"{self.model} ({detail})" if detail else self.model
         return f"{name} [{self.budget}]" if self.budget else name
 
     @property
@@ -201,14 +205,15 @@ def assign_sections(summaries: Sequence[RunSummary]) -> None:
 
 
 def group_runs(summaries: Sequence[RunSummary]) -> list[ModelGroup]:
-    """One group per (data identity, model, variant, budget), best mean test accuracy first
+    """One group per (data identity, model, variant or setting, budget): runs pooled over
+    seeds only with runs of the same settings; best mean test accuracy first
     within a data identity (`assign_sections` labels them)."""
     assign_sections(summaries)
     groups: dict[tuple[str, str, str, str], list[RunSummary]] = {}
     for s in summaries:
-        groups.setdefault((s.dataset, s.model, s.variant, s.budget), []).append(s)
+        groups.setdefault((s.dataset, s.model, s.variant, s.budget, s.setting), []).append(s)
     out = [ModelGroup(d, m, sorted(runs, key=lambda r: (r.seed, r.run_id)), variant=v)
-           for (d, m, v, _), runs in groups.items()]
+           for (d, m, v, _, _), runs in groups.items()]
     return sorted(out, key=lambda g: (g.dataset, -g.mean, g.model, g.variant, g.budget))
 
 

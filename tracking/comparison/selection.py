@@ -163,7 +163,30 @@ def summarize(client: mlflow.MlflowClient, run: Run, scratch: str) -> RunSummary
         epochs_bound=_int(param(run, "effective_epochs", param(run, "epochs"))),
         recipe_epochs=(MODELS[param(run, "model")].recipe.epochs
                        if param(run, "model") in MODELS else None),
+        setting="" if run.data.tags.get(VARIANT_TAG) else setting_of(run),
     )
+
+
+def setting_of(run: Run) -> str:
+    """How a run's settings depart from its model's recipe, in a few words (`30 epochs, batch
+    128, lr 0.003`; epochs below the recipe's are a budget, not a setting): "" at the recipe."""
+    model = param(run, "model")
+    if model not in MODELS:
+        return ""
+    recipe, parts = MODELS[model].recipe, []
+    epochs = _int(param(run, "effective_epochs"))
+    if epochs and epochs > recipe.epochs:
+        parts.append(f"{epochs} epochs")
+    batch = _int(param(run, "effective_batch_size"))
+    if batch and batch != recipe.batch_size:
+        parts.append(f"batch {batch}")
+    try:
+        rate = float(param(run, "effective_learning_rate"))
+    except ValueError:
+        rate = recipe.learning_rate
+    if abs(rate - recipe.learning_rate) > 1e-12:
+        parts.append(f"lr {rate:g}")
+    return ", ".join(parts)
 
 
 def read_names_and_confusion(run: Run, scratch: str) -> tuple[list[str], np.ndarray | None]:
