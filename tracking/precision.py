@@ -31,6 +31,7 @@ mixed_float16 Keras scales the loss itself.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -91,7 +92,13 @@ def device_kind() -> str:
 
 def machine_identity() -> dict[str, str]:
     """What a calibration holds for: CPU model, usable cores, device kind, accelerator and
-    the Keras and backend versions (a change of any makes a new calibration)."""
+    the Keras and backend versions (a change of any makes a new calibration). Read once per
+    process (`--precision auto` asks at every Config.resolved): a copy is returned."""
+    return dict(_machine_identity())
+
+
+@functools.lru_cache(maxsize=1)
+def _machine_identity() -> dict[str, str]:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     versions = library_versions()
     backend = versions["keras_backend"]
