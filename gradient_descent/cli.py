@@ -42,6 +42,7 @@ from gradient_descent.core import (
 from gradient_descent.plot import plot_grid, plot_single
 from tracking.cli import CommandParser, output_folder
 from tracking.store.connect import ensure_experiment, prepare_store
+from tracking.store.ui import run_url
 
 DEFAULT_EXPERIMENT = "gradient-descent"
 RUN_NAME = "gradient-descent"
@@ -158,6 +159,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     run_id, experiment = _track(args.experiment, params, best, grid, plot)
     print(f"mlflow run {run_id} in experiment {experiment!r}")
+    info = MlflowClient().get_run(run_id).info
+    print(f"run page: {run_url(info.experiment_id, run_id)}", file=sys.stderr)
     return 1 if best.stop_reason is StopReason.DIVERGED else 0
 
 

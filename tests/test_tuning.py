@@ -28,6 +28,7 @@ import yaml
 from optuna.trial import TrialState
 
 import tuning.storage
+from tracking.config import Config
 from tuning.config import TuneConfig, TuneError
 from tuning.optuna_resnet import build_parser, main
 from tuning.report import OBJECTIVE_METRIC
@@ -439,7 +440,7 @@ def test_under_mlflow_run_the_launched_run_is_the_parent(
     assert parent.data.tags["study_name"] == "concat_cnn-digits"
     (child,) = child_runs([run_id])
     assert child.info.experiment_id == experiment_id
-    assert client.get_experiment_by_name("concat_cnn-tuning") is None
+    assert client.get_experiment_by_name(Config().experiment) is None  # nothing filed elsewhere
 
 
 # --------------------------------------------------------------------------- slow

@@ -105,9 +105,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         home = run.info.experiment_id
     print(report.markdown)
     print(f"report: {report.path.resolve()}", file=sys.stderr)
-    if home is not None:
-        publish_runs_view(home)
-        print(f"runs table: {runs_table_url(home, ui_url)}", file=sys.stderr)
+    # the runs table of every experiment holding a compared run (the report's run links open
+    # those), else of the one the comparison was logged to
+    client = mlflow.MlflowClient()
+    for experiment_id in sorted({r.experiment_id for g in report.groups for r in g.runs}
+                                or ({home} if home else set()), key=lambda e: (len(e), e)):
+        publish_runs_view(experiment_id)
+        print(f"runs table of {client.get_experiment(experiment_id).name!r}: "
+              f"{runs_table_url(experiment_id, ui_url)}", file=sys.stderr)
     return 0
 
 

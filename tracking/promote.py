@@ -32,6 +32,7 @@ from collections.abc import Sequence
 
 from tracking.cli import CommandParser, bad_input_exits, unquote
 from tracking.comparison.promotion import format_promotion, promote
+from tracking.store.ui import registered_model_url
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,6 +58,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         promotion = promote(unquote(args.run_id), runs, unquote(args.name),
                             replace_champion=args.replace_champion)
     print(format_promotion(promotion))
+    print(f"registered model: {registered_model_url(promotion.name, promotion.version)}",
+          file=sys.stderr)
     return 0
 
 

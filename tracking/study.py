@@ -61,7 +61,7 @@ from tracking.config import Config, ConfigError, check_model, load_for, param_te
 from tracking.data.dataset import Dataset
 from tracking.store.connect import check_artifact_location, ensure_experiment
 from tracking.store.lifecycle import RUN_KIND_TAG, StopRun, launched_experiment, tracked_run
-from tracking.store.ui import publish_runs_view, runs_table_url
+from tracking.store.ui import publish_runs_view, run_url, runs_table_url
 from tracking.training.loop import train
 from tracking.training.provenance import log_params_once
 from tuning.config import PRUNERS, TuneConfig
@@ -409,6 +409,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"study: parent run {result['parent_run_id']}, {runs} run{'' if runs == 1 else 's'}, "
           f"{len(result['failed'])} stopped, {result['study_seconds']:.0f} s; "
           f"report {report.path.resolve()}", file=sys.stderr)
+    parent = mlflow.get_run(result["parent_run_id"]).info
+    print(f"run page of the study's parent run: {run_url(parent.experiment_id, parent.run_id)}",
+          file=sys.stderr)
     return 0
 
 

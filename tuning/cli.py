@@ -7,6 +7,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+import mlflow
+
 from models import MODELS
 from tracking.cli import (
     CommandParser,
@@ -15,11 +17,12 @@ from tracking.cli import (
     number,
     sigterm_as_interrupt,
 )
-from tracking.config import check_model, load_for
+from tracking.config import Config, check_model, load_for
 from tracking.data.loaders import LOADERS
 from tracking.precision import PRECISIONS
 from tracking.store.connect import check_artifact_location, ensure_experiment
 from tracking.store.lifecycle import launched_experiment
+from tracking.store.ui import run_url
 from tuning.config import TuneConfig
 from tuning.report import format_summary
 from tuning.storage import StorageUnavailable, check_storage
@@ -53,7 +56,9 @@ def build_parser(prog: str, description: str, model: str | None) -> argparse.Arg
                    help="SQLAlchemy URL of the Optuna database (default: optuna.db next to the "
                         "MLflow store); postgresql://... for workers on several machines")
     p.add_argument("--seed", type=number(int, "seed"), default=d.seed)
-    p.add_argument("--experiment", default=d.experiment, help="default <model>-tuning")
+    p.add_argument("--experiment", default=d.experiment,
+                   help=f"MLflow experiment of the study's parent run and its trials (default "
+                        f"{Config().experiment}, the training runs' own)")
     p.add_argument("--limit", type=number(int, "limit"), default=d.limit,
                    help="keep at most this many images, split afterwards (0 = all), for smoke runs")
     p.add_argument("--full-test", action="store_true",
@@ -104,4 +109,7 @@ def main(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> 
                   file=sys.stderr)
             return interrupt_status(stop)
     print(format_summary(summary))
+    parent = mlflow.get_run(summary["parent_run_id"]).info
+    print(f"run page of the study's parent run: {run_url(parent.experiment_id, parent.run_id)}",
+          file=sys.stderr)
     return 0

@@ -35,7 +35,7 @@ class TuneConfig:
     study_name: str = ""  # "" = <model>-<dataset>
     storage: str = ""  # SQLAlchemy URL; "" = optuna.db next to a SQLite MLflow store
     seed: int = 0  # splits and initial weights; the sampler's is seed + trials so far
-    experiment: str = ""  # MLflow experiment; "" = <model>-tuning
+    experiment: str = ""  # MLflow experiment; "" = the training runs' own (Config().experiment)
     limit: int = 0  # keep at most this many images, split afterwards (0 = all); for smoke runs
     full_test: bool = False  # with limit: the final test on the data set's whole test split
     precision: str = "auto"  # Keras dtype policy of every trial (tracking.precision)
@@ -60,7 +60,7 @@ class TuneConfig:
         """Fill study name, storage and experiment left empty."""
         return replace(self, study_name=self.study_name or f"{self.model}-{self.dataset}",
                        storage=self.storage or default_storage(),
-                       experiment=self.experiment or f"{self.model}-tuning")
+                       experiment=self.experiment or Config().experiment)
 
     def base_config(self) -> Config:
         """The training Config every trial starts from (raises ConfigError on bad input)."""
