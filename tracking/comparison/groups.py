@@ -4,6 +4,7 @@ recipe and one for it tuned), a model's inference latency and a tuning study's p
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -49,6 +50,9 @@ class RunSummary:
     curves: dict[str, list[float]] = field(default_factory=dict)
     quality: dict[str, float] = field(default_factory=dict)  # QUALITY_METRICS it logged
     predictions: pd.DataFrame | None = None  # its predictions table (tracking.evaluation.outcomes)
+    # its per-class figures, one row per class in label order (columns: PER_CLASS_COLUMNS of
+    # tracking.evaluation.evaluate, read by its read_per_class_metrics); None: it has none
+    per_class: pd.DataFrame | None = None
     mistake_images: dict[int, np.ndarray] = field(default_factory=dict)  # test index -> image
     variant: str = ""  # its VARIANT_TAG: RECIPE or TUNED in a fair study, else ""
     best_val_accuracy: float | None = None  # validation accuracy of its restored epoch
@@ -147,6 +151,19 @@ class ModelGroup:
         """The runs' values of one of QUALITY_METRICS (those that logged it)."""
         return [r.quality[metric] for r in self.runs if metric in r.quality]
 
+    def per_class(self, stat: str) -> np.ndarray | None:
+        """(classes,) float64: per-class `stat` (a column of `RunSummary.per_class`, e.g. `f1`)
+        averaged over the runs, NaN where no run has it; None where a run lacks its per-class
+        table or the runs' class counts differ."""
+        tables = [r.per_class for r in self.runs]
+        if not tables or any(t is None for t in tables) or len({len(t) for t in tables}) != 1:
+            return None
+        values = np.stack([t[stat].to_numpy(dtype=np.float64) for t in tables])
+        present = np.isfinite(values).any(axis=0)
+        mean = np.full(values.shape[1], np.nan)
+        mean[present] = np.nanmean(values[:, present], axis=0)
+        return mean
+
     def confusion(self) -> np.ndarray | None:
         """Counts summed over the runs (None if a run lacks its matrix or the classes differ)."""
         mats = [r.confusion for r in self.runs]
@@ -173,6 +190,24 @@ def data_identity(s: RunSummary) -> tuple[str, str, tuple[str, ...], int | None]
     a folder (two folders are two data sets), the class names and the image size."""
     source = s.data_source if s.dataset == "folder" else ""
     return s.dataset, source, tuple(s.class_names), s.image_size
+
+
+def pool_image_sizes(summaries: Sequence[RunSummary]) -> None:
+    """Compare one data set's runs across image sizes (`tracking.compare
+    --across-image-sizes`, e.g. ResNet-50 at 32 and at 64 px): the size leaves the data
+    identity and joins each run's setting (`resnet50 (64px)`), and the runs pair image by
+    image when they were scored on the same source test images: their predictions tables'
+    `test_digest` (a digest of the resized images, so it differs between sizes) is replaced
+    by a digest of the true labels in test order, which the same split of the same data set
+    (same --split-seed, --limit, --full-test) gives at every size. Mutates the summaries."""
+    for s in summaries:
+        if s.image_size:
+            s.setting = ", ".join(filter(None, [s.setting, f"{s.image_size}px"]))
+        s.image_size = None
+        if s.predictions is not None and len(s.predictions):
+            labels = np.ascontiguousarray(s.predictions["true_label"].to_numpy(np.int64))
+            digest = hashlib.md5(labels.tobytes(), usedforsecurity=False).hexdigest()[:8]
+            s.predictions = s.predictions.assign(test_digest=f"labels-{digest}")
 
 
 def assign_sections(summaries: Sequence[RunSummary]) -> None:

@@ -26,6 +26,7 @@ from tracking.comparison.groups import (
     TuningSummary,
     group_runs,
     left_out,
+    pool_image_sizes,
     ranked_and_recipes,
 )
 from tracking.comparison.latency import run_latency
@@ -42,6 +43,7 @@ from tracking.comparison.tables import (
     fmt,
     paired_lines,
     pareto_figure_name,
+    per_class_lines,
     recipe_lines,
     spread_cell,
 )
@@ -143,6 +145,7 @@ def render_markdown(groups: Sequence[ModelGroup], tuning: Sequence[TuningSummary
         lines += recipe_lines(ranked, recipes, [t for t in tuning if t.dataset == dataset])
         lines += cost_lines(ranked, pareto_figure_name(dataset) in figures)
         lines += _quality_lines(ranked)
+        lines += per_class_lines(ranked)  # per_class_metrics.csv (or older runs' keys)
         lines += ["### Where each model goes wrong", ""]
         lines += [f"- {class_error_sentence(g)}" for g in ranked]
         hard = hardest_for_all(ranked)
@@ -248,10 +251,12 @@ def build_report(
     experiment_ids: Sequence[str], output: str | Path = DEFAULT_OUTPUT, *,
     filter_string: str = "", parent_run_id: str = "", title: str = "",
     ui_base: str | None = None, latency: bool = True, include_smoke: bool = False,
+    across_image_sizes: bool = False,
 ) -> Report:
     """Select, read and judge the runs; write comparison.md and the figures into `output`.
     Smoke runs (`--limit`, or epochs cut below the recipe's) stay out of a ranking that has
-    full runs unless `include_smoke`.
+    full runs unless `include_smoke`. With `across_image_sizes`, runs that differ only in
+    their image size share a section and are paired (`groups.pool_image_sizes`).
     With `latency`, each ranked model's inference latency is measured here
     (tracking.comparison.latency,
     from its first run's logged model).
@@ -278,7 +283,10 @@ def build_report(
     folder.mkdir(parents=True, exist_ok=True)
     client = mlflow.MlflowClient()
     with tempfile.TemporaryDirectory(prefix="compare-") as scratch:
-        groups = group_runs([summarize(client, r, scratch) for r in training])
+        summaries = [summarize(client, r, scratch) for r in training]
+        if across_image_sizes:
+            pool_image_sizes(summaries)
+        groups = group_runs(summaries)
     tunings = [tuning_summary(r) for r in tuning]
     pairs = {}
     for dataset in dict.fromkeys(g.dataset for g in groups):

@@ -34,7 +34,7 @@ from tracking.comparison.groups import (
 )
 from tracking.errors import UsageError
 from tracking.evaluation.class_names import read_class_names
-from tracking.evaluation.evaluate import read_confusion_csv
+from tracking.evaluation.evaluate import read_confusion_csv, read_per_class_metrics
 from tracking.evaluation.outcomes import PredictionsError, read_mistake_images, read_predictions
 from tracking.store.lifecycle import RUN_KIND_TAG, TRIAL_TAG, launched_experiment
 
@@ -87,6 +87,8 @@ def select_runs(
             param(r, "limit", "0"), param(r, "effective_epochs"), param(r, "model"),
             r.data.tags.get(VARIANT_TAG, "")))
         tuning = _latest(tuning, lambda r: (param(r, "dataset"), param(r, "model")))
+    # workers sharing one Optuna study each log a parent run with the study's totals: one
+    tuning = _latest(tuning, lambda r: r.data.tags.get("study_name") or r.info.run_id)
     return training, tuning
 
 
@@ -128,8 +130,10 @@ def images_per_second(history: Sequence[float]) -> float | None:
 
 
 def summarize(client: mlflow.MlflowClient, run: Run, scratch: str) -> RunSummary:
-    """Read one training run's metrics, curves, class names, confusion matrix, predictions
-    table and mistake images (what an older run lacks is left empty, with a warning)."""
+    """Read one training run's metrics, curves, class names, confusion matrix, per-class
+    figures (`read_per_class_metrics`: its per_class_metrics.csv, else its per-class metric
+    keys), predictions table and mistake images (what an older run lacks is left empty,
+    with a warning)."""
     params, metrics = run.data.params, run.data.metrics
     run_id = run.info.run_id
     histories = {}
@@ -137,6 +141,11 @@ def summarize(client: mlflow.MlflowClient, run: Run, scratch: str) -> RunSummary
         points = sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)
         histories[key] = [m.value for m in points]
     names, confusion = read_names_and_confusion(run, os.path.join(scratch, run_id))
+    try:
+        per_class = read_per_class_metrics(run_id, metrics, names)
+    except ValueError as err:
+        print(f"warning: run {run_id}: {err}", file=sys.stderr)
+        per_class = None
     try:
         predictions = read_predictions(run_id)
     except PredictionsError as err:
@@ -153,7 +162,7 @@ def summarize(client: mlflow.MlflowClient, run: Run, scratch: str) -> RunSummary
         num_params=_int(params.get("num_params")), class_names=names, confusion=confusion,
         curves={k: histories[k] for k in ("val_accuracy", "val_loss")},
         quality={k: metrics[k] for k in QUALITY_METRICS if k in metrics},
-        predictions=predictions,
+        predictions=predictions, per_class=per_class,
         mistake_images=(read_mistake_images(run_id, os.path.join(scratch, run_id))
                         if predictions is not None else {}),
         variant=run.data.tags.get(VARIANT_TAG, ""),

@@ -18,6 +18,9 @@ from tracking.comparison.verdicts import (
     needed_text,
     pct,
 )
+from tracking.evaluation.evaluate import PER_CLASS_FILE, PER_CLASS_METRICS_MAX
+
+PER_CLASS_ROWS = 10  # classes in the report's per-class table, the lowest F1 first
 
 
 def pareto_figure_name(dataset: str) -> str:
@@ -181,3 +184,51 @@ def cost_values(ranked: Sequence[ModelGroup]) -> dict[str, list[float | None]]:
             "training seconds": [g.mean_of("train_seconds") for g in ranked],
             "latency (ms/image)": [g.latency.ms_per_image if g.latency else None
                                    for g in ranked]}
+
+
+def _class_cell(label: int, names: Sequence[str]) -> str:
+    """A class name as a markdown table cell: in backticks, pipes escaped, label index after."""
+    name = str(names[label]) if label < len(names) else str(label)
+    return "`" + name.replace("`", "'").replace("|", "\\|") + f"` ({label})"
+
+
+def per_class_lines(ranked: Sequence[ModelGroup], rows: int = PER_CLASS_ROWS) -> list[str]:
+    """The classes the ranked models find hardest: the `rows` classes of lowest F1 (mean
+    over the models of each model's mean over its runs, `ModelGroup.per_class`; ties: more
+    test images first, then label order), each model's F1 with precision and recall, and the
+    class's test images; [] when no ranked model's runs have per-class figures."""
+    f1 = {id(g): g.per_class("f1") for g in ranked}
+    shown = [g for g in ranked if f1[id(g)] is not None]
+    if not shown:
+        return []
+    classes = len(f1[id(shown[0])])
+    shown = [g for g in shown if len(f1[id(g)]) == classes]
+    stack = np.stack([f1[id(g)] for g in shown])
+    finite = np.isfinite(stack)
+    mean = np.where(finite.any(axis=0),
+                    np.where(finite, stack, 0).sum(axis=0) / np.maximum(finite.sum(axis=0), 1),
+                    np.inf)  # a class no model has an F1 for goes last
+    names = shown[0].runs[0].class_names
+    support = shown[0].runs[0].per_class["support"].to_numpy()
+    # ties (many classes at F1 0): more test images first (more evidence), then label order
+    order = np.lexsort((np.arange(classes), -support, mean))[:rows]
+    precision = {id(g): g.per_class("precision") for g in shown}
+    recall = {id(g): g.per_class("recall") for g in shown}
+    lines = ["### Per class", "",
+             "| Class (label) | Test images | " + " | ".join(f"{g.label} F1 (P / R)"
+                                                          for g in shown) + " |",
+             "|---|---:|" + "---|" * len(shown)]
+    for k in order:
+        cells = [f"{fmt(f1[id(g)][k], '.3f')} ({fmt(precision[id(g)][k], '.3f')} / "
+                 f"{fmt(recall[id(g)][k], '.3f')})" if np.isfinite(f1[id(g)][k]) else "–"
+                 for g in shown]
+        images = str(int(support[k])) if support[k] >= 0 else "–"
+        lines.append(f"| {_class_cell(int(k), names)} | {images} | " + " | ".join(cells) + " |")
+    which = (f"the {len(order)} of {classes} classes" if len(order) < classes
+             else f"all {classes} classes")
+    return lines + ["", f"Per class on the test split, {which} with the lowest F1 (mean over "
+                    "the models) first (ties: more test images first); each model's F1, "
+                    "precision and recall, mean over its runs; test images: its first run's. "
+                    "Every class of every run, with ROC AUC and average precision: the run's "
+                    f"`{PER_CLASS_FILE}` (runs of more than {PER_CLASS_METRICS_MAX} classes "
+                    "log no per-class metric keys).", ""]

@@ -11,19 +11,28 @@ the reliability diagram (`calibration_curve`), from which the expected calibrati
 weighted. Per-class metric keys carry the class's label index (`test_f1_class_3`): names may
 repeat after any cleaning, indices never do; `class_names.json` maps them back
 (`tracking.training.provenance`).
+
+Many classes: every run logs `per_class_metrics.csv` (PER_CLASS_FILE), one row per class with
+its label index, name, support and the five per-class figures, the one source the comparison
+report reads (`read_per_class_metrics`). Per-class metric keys are logged as well only up to
+PER_CLASS_METRICS_MAX classes: five keys a class would give a 200-class run about 1,000 keys,
+where MLflow's chart view stalls (mlflow issues 24012, 11927).
 """
 
 from __future__ import annotations
 
 import io
-from collections.abc import Collection, Sequence
+import tempfile
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import keras
 import matplotlib.pyplot as plt
 import mlflow
 import numpy as np
 import pandas as pd
+from mlflow.exceptions import MlflowException
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import (
     auc,
@@ -47,6 +56,12 @@ from tracking.evaluation.plots import (
 
 ECE_BINS = 15  # equal-width confidence bins of the ECE and the reliability diagram
 TOP_K = (2, 5)  # top-k accuracy for each k smaller than the number of classes
+# at most this many classes get per-class metric keys (`<prefix>_<stat>_class_<index>`, five
+# a class, for the UI's charts); above it only PER_CLASS_FILE holds the per-class figures
+PER_CLASS_METRICS_MAX = 50
+PER_CLASS_FILE = "per_class_metrics.csv"  # logged by every evaluation, whatever the classes
+PER_CLASS_STATS = ("precision", "recall", "f1", "roc_auc", "average_precision")
+PER_CLASS_COLUMNS = ("label", "class_name", "support", *PER_CLASS_STATS)
 
 
 @dataclass(frozen=True)
@@ -183,8 +198,9 @@ def reliability(correct: np.ndarray, confidence: np.ndarray,
 
 def evaluation_metrics(ev: Evaluation, prefix: str = "test") -> dict[str, float]:
     """Flat metrics: accuracy, loss, macro and weighted P/R/F1, macro ROC AUC and average
-    precision (over the classes present), top-k accuracy, ECE, Brier score, and per class
-    (`<prefix>_<stat>_class_<label index>`) P/R/F1, ROC AUC and average precision."""
+    precision (over the classes present), top-k accuracy, ECE, Brier score, and, for at most
+    PER_CLASS_METRICS_MAX classes, per class (`<prefix>_<stat>_class_<label index>`) P/R/F1,
+    ROC AUC and average precision (above it: `per_class_frame`, logged as PER_CLASS_FILE)."""
     metrics = {f"{prefix}_accuracy": ev.accuracy, f"{prefix}_loss": ev.loss}
     for avg, tag in (("macro avg", "macro"), ("weighted avg", "weighted")):
         for stat, short in (("precision", "precision"), ("recall", "recall"),
@@ -198,23 +214,48 @@ def evaluation_metrics(ev: Evaluation, prefix: str = "test") -> dict[str, float]
         metrics[f"{prefix}_top_{k}_accuracy"] = value
     metrics[f"{prefix}_ece"] = ev.reliability.ece
     metrics[f"{prefix}_brier_score"] = ev.brier
-    for stat, values in ev.per_class.items():
+    for stat, values in ev.per_class.items() if per_class_keys(len(ev.confusion)) else ():
         for index, value in enumerate(values):
             if np.isfinite(value):
                 metrics[f"{prefix}_{stat}_class_{index}"] = float(value)
     return metrics
 
 
+def per_class_keys(classes: int) -> bool:
+    """Whether an evaluation of `classes` classes logs per-class metric keys."""
+    return classes <= PER_CLASS_METRICS_MAX
+
+
+def per_class_frame(ev: Evaluation, class_names: Sequence[str]) -> pd.DataFrame:
+    """The per-class table, one row per class in label order, columns PER_CLASS_COLUMNS:
+    `label` int64, `class_name` str, `support` int64 (test images of the class), and the
+    PER_CLASS_STATS float64 (NaN for ROC AUC and average precision where the class is absent
+    from the test split or is all of it). Raises ValueError when `class_names` does not fit."""
+    classes = len(ev.confusion)
+    if len(class_names) != classes:
+        raise ValueError(f"{len(class_names)} class names for {classes} classes")
+    return pd.DataFrame({
+        "label": np.arange(classes, dtype=np.int64),
+        "class_name": [str(c) for c in class_names],
+        "support": ev.confusion.sum(axis=1).astype(np.int64),
+        **{stat: np.asarray(ev.per_class[stat], dtype=np.float64) for stat in PER_CLASS_STATS},
+    }, columns=list(PER_CLASS_COLUMNS))
+
+
 def log_evaluation(ev: Evaluation, class_names: Sequence[str], title: str = "",
                    prefix: str = "test", images: np.ndarray | None = None,
                    test_digest: str = "", skip: Collection[str] = ()) -> dict[str, float]:
-    """Log to the active run: the metrics (`evaluation_metrics`), classification_report
-    .txt/.json, confusion_matrix .csv/.png, roc_pr_curves.png, reliability_diagram.png and the
+    """Log to the active run: the metrics (`evaluation_metrics`: per-class keys only up to
+    PER_CLASS_METRICS_MAX classes), per_class_metrics.csv (`per_class_frame`, always),
+    classification_report .txt/.json, confusion_matrix .csv/.png (above MAX_LABELLED_CLASSES
+    the matrix beside its most frequent confusions), roc_pr_curves.png,
+    reliability_diagram.png and the
     per-image predictions table with the mistakes (`tracking.evaluation.outcomes.log_outcomes`; the
     gallery and mistake images need `images`, the test split's (N, S, S, 3) uint8).
     Metrics named in `skip` (already logged) are not logged again. Returns the metrics."""
     metrics = evaluation_metrics(ev, prefix)
     mlflow.log_metrics({k: v for k, v in metrics.items() if k not in skip})
+    mlflow.log_text(per_class_frame(ev, class_names).to_csv(index=False), PER_CLASS_FILE)
     mlflow.log_text(ev.report_text, "classification_report.txt")
     mlflow.log_dict(ev.report, "classification_report.json")
     mlflow.log_text(confusion_csv(ev.confusion, class_names), "confusion_matrix.csv")
@@ -248,3 +289,54 @@ def read_confusion_csv(text: str) -> tuple[list[str], np.ndarray]:
     """Parse a logged confusion_matrix.csv back into (class names, counts)."""
     frame = pd.read_csv(io.StringIO(text), index_col=0, dtype={0: str})
     return [str(c) for c in frame.columns], frame.to_numpy(dtype=np.int64)
+
+
+def read_per_class_csv(text: str) -> pd.DataFrame:
+    """Parse a logged per_class_metrics.csv into `per_class_frame`'s table (label order).
+    Raises ValueError when a column is missing or the labels are not 0..n-1."""
+    frame = pd.read_csv(io.StringIO(text), dtype={"class_name": str}, keep_default_na=False,
+                        na_values={stat: ["", "NaN", "nan"] for stat in PER_CLASS_STATS})
+    missing = [c for c in PER_CLASS_COLUMNS if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{PER_CLASS_FILE} lacks the columns {', '.join(missing)}")
+    frame = frame.sort_values("label", kind="stable").reset_index(drop=True)
+    if frame["label"].tolist() != list(range(len(frame))):
+        raise ValueError(f"{PER_CLASS_FILE}: labels are not 0..{len(frame) - 1}")
+    return frame[list(PER_CLASS_COLUMNS)].astype(
+        {"label": np.int64, "support": np.int64, **dict.fromkeys(PER_CLASS_STATS, np.float64)})
+
+
+def read_per_class_metrics(run_id: str, metrics: Mapping[str, float] | None = None,
+                           class_names: Sequence[str] = (),
+                           prefix: str = "test") -> pd.DataFrame | None:
+    """The per-class figures of run `run_id`, as `per_class_frame`'s table: its
+    per_class_metrics.csv, else (a run from before the table) rebuilt from its per-class
+    metric keys `<prefix>_<stat>_class_<index>` in `metrics` (the run's metrics), with
+    `support` -1 (unknown) and the names from `class_names` (else the indices); None when it
+    has neither. The one reader of per-class figures. Raises ValueError on a malformed table."""
+    with tempfile.TemporaryDirectory() as scratch:
+        try:
+            path = mlflow.artifacts.download_artifacts(
+                run_id=run_id, artifact_path=PER_CLASS_FILE, dst_path=scratch)
+            text = Path(path).read_text(encoding="utf-8")
+        except (MlflowException, OSError):
+            text = None
+    if text is not None:
+        return read_per_class_csv(text)
+    found: dict[str, dict[int, float]] = {}
+    for key, value in (metrics or {}).items():
+        if not key.startswith(f"{prefix}_"):
+            continue
+        stat, marker, index = key.removeprefix(f"{prefix}_").rpartition("_class_")
+        if marker and stat in PER_CLASS_STATS and index.isdigit():
+            found.setdefault(stat, {})[int(index)] = float(value)
+    if not found:
+        return None
+    classes = max(len(class_names), 1 + max(max(v) for v in found.values()))
+    names = [str(class_names[k]) if k < len(class_names) else str(k) for k in range(classes)]
+    return pd.DataFrame({
+        "label": np.arange(classes, dtype=np.int64), "class_name": names,
+        "support": np.full(classes, -1, dtype=np.int64),
+        **{stat: np.array([found.get(stat, {}).get(k, np.nan) for k in range(classes)],
+                          dtype=np.float64) for stat in PER_CLASS_STATS},
+    }, columns=list(PER_CLASS_COLUMNS))

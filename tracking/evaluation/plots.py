@@ -25,6 +25,7 @@ SHARE_COLOURS = ListedColormap(plt.get_cmap("Blues")(np.linspace(0.12, 1.0, 256)
 MAX_LEGEND_CLASSES = 12  # beyond this, per-class curves are drawn without a legend
 MAX_LABELLED_CLASSES = 40  # beyond this, a confusion matrix has no class names or counts
 MAX_FIGURE_INCHES = 24.0  # the side of the largest confusion matrix figure
+TOP_CONFUSIONS = 30  # confusions listed beside a matrix of more than MAX_LABELLED_CLASSES
 # Margins of the figures every run logs, whose text does not depend on the data set (class
 # names appear only inside the axes): fixed margins instead of tight_layout, which renders
 # every text once more to measure it and was about a third of the post-training time
@@ -91,8 +92,14 @@ def confusion_matrix_figure(
     """Counts (rows = true class, columns = predicted) written in the cells; each cell's colour
     is its share of the true class on a log scale from SHARE_FLOOR to 1, so that one or two
     errors in a row of hundreds stay visible and rows of different sizes compare. Empty cells
-    are white."""
+    are white. `cm` is (classes, classes) integer counts. Above MAX_LABELLED_CLASSES, where
+    neither names nor counts fit, the cells are unlabelled, the axes count label indices, and
+    a figure of its own (`ax` None) is `confusion_overview_figure`: the matrix beside its
+    most frequent confusions, named."""
     own = ax is None
+    many = len(class_names) > MAX_LABELLED_CLASSES
+    if own and many:
+        return confusion_overview_figure(cm, class_names, title=title)
     if own:
         size = min(max(5.0, 0.55 * len(class_names) + 2), MAX_FIGURE_INCHES)
         fig, ax = plt.subplots(figsize=(size, size * 0.85))
@@ -100,18 +107,24 @@ def confusion_matrix_figure(
         fig = ax.figure
     share = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
     norm = LogNorm(vmin=SHARE_FLOOR, vmax=1.0, clip=True)
-    im = ax.imshow(np.ma.masked_less_equal(share, 0), cmap=SHARE_COLOURS, norm=norm)
+    # nearest: a single error stays one sharp cell where cells are a few pixels wide
+    im = ax.imshow(np.ma.masked_less_equal(share, 0), cmap=SHARE_COLOURS, norm=norm,
+                   interpolation="nearest")
     note = ""
-    if len(class_names) <= MAX_LABELLED_CLASSES:
+    if not many:
         ticks = np.arange(len(class_names))
         labels, families, note = class_labels(class_names)
         font = {"fontfamily": families} if families else {}
         ax.set_xticks(ticks, labels=labels, rotation=45, ha="right", **font)
         ax.set_yticks(ticks, labels=labels, **font)
-    ax.set_xlabel("Predicted class")
-    ax.set_ylabel("True class")
+    else:  # label indices (class_names.json names them)
+        for axis in (ax.xaxis, ax.yaxis):
+            axis.set_major_locator(MaxNLocator(nbins=10, integer=True))
+    index = " (label index)" if many else ""
+    ax.set_xlabel(f"Predicted class{index}")
+    ax.set_ylabel(f"True class{index}")
     ax.set_title(f"{title}\n{note}" if note else title)
-    if len(class_names) <= MAX_LABELLED_CLASSES:  # beyond, neither names nor counts can be read
+    if not many:  # beyond, neither names nor counts can be read
         for i, j in zip(*np.nonzero(cm), strict=True):
             ax.text(j, i, str(int(cm[i, j])), ha="center", va="center", fontsize=8,
                     color="white" if norm(share[i, j]) > 0.6 else "black")
@@ -119,6 +132,62 @@ def confusion_matrix_figure(
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04,
                      label="share of the true class (log scale)")
         fig.tight_layout()
+    return fig
+
+
+def top_confusions(cm: np.ndarray, top: int = TOP_CONFUSIONS) -> list[tuple[int, int]]:
+    """The (true, predicted) label pairs of the `top` largest off-diagonal counts of `cm`
+    (classes, classes): most images first, then the larger share of the true class, then
+    label order; only pairs with at least one image."""
+    counts = cm.astype(np.int64).copy()
+    np.fill_diagonal(counts, 0)
+    rows, cols = np.nonzero(counts)
+    share = counts[rows, cols] / np.maximum(cm.sum(axis=1)[rows], 1)
+    order = np.lexsort((cols, rows, -share, -counts[rows, cols]))
+    return [(int(rows[k]), int(cols[k])) for k in order[:top]]
+
+
+def confusion_overview_figure(cm: np.ndarray, class_names: Sequence[str],
+                              title: str = "Confusion matrix",
+                              top: int = TOP_CONFUSIONS) -> Figure:
+    """A confusion matrix of many classes, `cm` (classes, classes) integer counts (rows =
+    true class): left, the whole matrix on `confusion_matrix_figure`'s colour scale with the
+    axes in label indices; right, its `top` most frequent confusions (`top_confusions`) as
+    bars named `true -> predicted`, each with its count and share of the true class. A
+    fixed 16 x 8 inch figure, whatever the number of classes."""
+    fig, (matrix, bars) = plt.subplots(1, 2, figsize=(16, 8), layout="constrained",
+                                       gridspec_kw={"width_ratios": (1, 1)})
+    classes = len(class_names)
+    confusion_matrix_figure(cm, class_names, title=f"all {classes} classes", ax=matrix)
+    fig.colorbar(matrix.images[0], ax=matrix, fraction=0.046, pad=0.02,
+                 label="share of the true class (log scale)")
+    pairs = top_confusions(cm, top)
+    labels, families, note = class_labels([str(c) for c in class_names])
+    totals = cm.sum(axis=1)
+    wrong = int(totals.sum() - np.trace(cm))
+    if pairs:
+        counts = [int(cm[i, j]) for i, j in pairs]
+        y = np.arange(len(pairs))  # the largest on top (the axis runs downwards)
+        bars.barh(y, counts, color="tab:blue", alpha=0.8)
+        bars.set_yticks(y, labels=[f"{labels[i]} \u2192 {labels[j]}" for i, j in pairs],
+                        fontsize=7, **({"fontfamily": families} if families else {}))
+        for yy, (i, _), n in zip(y, pairs, counts, strict=True):
+            bars.text(n, yy, f" {n} ({100 * n / max(int(totals[i]), 1):.0f}% of {totals[i]})",
+                      va="center", fontsize=7)
+        bars.set_xlim(0, max(counts) * 1.3)
+        bars.xaxis.set_major_locator(MaxNLocator(integer=True))
+        bars.set_ylim(max(len(pairs), 10) - 0.4, -0.6)  # a few bars keep their height
+    else:
+        bars.text(0.5, 0.5, "no test image misclassified", ha="center", va="center",
+                  transform=bars.transAxes)
+        bars.set_yticks([])
+    distinct = int(np.count_nonzero(cm) - np.count_nonzero(np.diag(cm)))
+    bars.set_xlabel("Test images (share of the true class's)")
+    bars.set_title(f"the {len(pairs)} most frequent of {distinct} confusions "
+                   f"(true \u2192 predicted; {wrong} images wrong in all)"
+                   + (f"\n{note}" if note else ""), fontsize=10)
+    bars.grid(axis="x", alpha=0.3)
+    fig.suptitle(title)
     return fig
 
 
@@ -157,12 +226,23 @@ def roc_pr_curves_figure(curves: Sequence[Any], class_names: Sequence[str],
     colours = plt.get_cmap("tab10" if len(class_names) <= 10 else "tab20").colors
     present = [(k, c) for k, c in enumerate(curves) if c is not None]
     names, families, note = class_labels(class_names) if legend else (class_names, None, "")
+    # many classes: faint lines, fainter the more there are, under their mean
+    faint = float(np.clip(8 / max(len(present), 1), 0.05, 0.35))
     for k, c in present:
         style = ({"color": colours[k % len(colours)], "lw": 1.3} if legend
-                 else {"color": "tab:blue", "lw": 0.6, "alpha": 0.35})
-        roc.plot(c.fpr, c.tpr, label=f"{names[k]} ({c.roc_auc:.3f})", **style)
-        pr.plot(c.recall, c.precision, label=f"{names[k]} ({c.average_precision:.3f})",
+                 else {"color": "tab:blue", "lw": 0.6, "alpha": faint})
+        roc.plot(c.fpr, c.tpr, label=f"{names[k]} ({c.roc_auc:.3f})" if legend else None,
+                 **style)
+        pr.plot(c.recall, c.precision,
+                label=f"{names[k]} ({c.average_precision:.3f})" if legend else None,
                 drawstyle="steps-post", **style)
+    if not legend and present:
+        grid = np.linspace(0.0, 1.0, 201)
+        roc.plot(grid, np.mean([np.interp(grid, c.fpr, c.tpr) for _, c in present], axis=0),
+                 color="black", lw=2, label="mean over classes")
+        pr.plot(grid, np.mean([interpolated_precision(c.recall, c.precision, grid)
+                               for _, c in present], axis=0),
+                color="black", lw=2, label="mean over classes")
     roc.plot([0, 1], [0, 1], color="grey", ls=":", lw=1)
     macro_auc = np.mean([c.roc_auc for _, c in present]) if present else float("nan")
     macro_ap = np.mean([c.average_precision for _, c in present]) if present else float("nan")
@@ -178,11 +258,26 @@ def roc_pr_curves_figure(curves: Sequence[Any], class_names: Sequence[str],
                       title_fontsize=7,
                       prop={"family": families, "size": 7} if families else None)
     if not legend:
-        fig.text(0.5, 0.01, f"{len(present)} classes, one line each (legend omitted)",
+        for ax in (roc, pr) if present else ():
+            ax.legend(fontsize=7, loc="lower right" if ax is roc else "lower left")
+        fig.text(0.5, 0.01, f"{len(present)} classes, one faint line each (legend omitted); "
+                 "black: their mean (ROC: true positive rate at each false positive rate; "
+                 "precision-recall: interpolated precision at each recall)",
                  ha="center", fontsize=8)
     fig.suptitle(title or "One-vs-rest curves")
     fig.subplots_adjust(**{**FIXED_MARGINS, "bottom": 0.13, "wspace": 0.2})
     return fig
+
+
+def interpolated_precision(recall: np.ndarray, precision: np.ndarray,
+                           grid: np.ndarray) -> np.ndarray:
+    """Interpolated precision at each recall of `grid` (the best precision at that recall or
+    more), from a curve of sklearn's `precision_recall_curve` (recall decreasing from 1 to 0,
+    float arrays of one length); returns float64 of `grid`'s shape."""
+    order = np.argsort(recall, kind="stable")
+    ascending, best = recall[order], np.maximum.accumulate(precision[order][::-1])[::-1]
+    at = np.searchsorted(ascending, grid, side="left")
+    return np.where(at < len(best), best[np.minimum(at, len(best) - 1)], 0.0)
 
 
 def reliability_diagram_figure(confidence: np.ndarray, accuracy: np.ndarray,
@@ -325,7 +420,9 @@ def confusion_matrices_figure(
     image = axes.flat[0].images[0]
     fig.colorbar(image, ax=list(axes.flat[:count]), fraction=0.03, pad=0.02,
                  label="share of the true class (log scale)")
-    fig.suptitle("Confusion matrices (rows: true class; counts in the cells)")
+    fig.suptitle("Confusion matrices (rows: true class; counts in the cells)"
+                 if max(len(c) for c in class_names.values()) <= MAX_LABELLED_CLASSES
+                 else "Confusion matrices (rows: true class; axes: label indices)")
     return fig
 
 
