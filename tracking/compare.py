@@ -65,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--include-smoke", action="store_true",
                    help="rank smoke runs (--limit, or epochs cut below the recipe's) beside "
                         "full ones, each budget its own row (default: listed as left out)")
+    p.add_argument("--across-image-sizes", action="store_true",
+                   help="compare runs that differ only in --image-size in one section, paired "
+                        "on the same source test images (e.g. ResNet-50 at 32 and 64 px)")
     p.add_argument("--no-latency", dest="latency", action="store_false",
                    help="do not load the models to measure their inference latency")
     p.add_argument("--ui-url", default="",
@@ -86,7 +89,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             report = build_report(ids, args.output, filter_string=filter_string,
                                   parent_run_id=parent, title=name or ALL_EXPERIMENTS,
                                   ui_base=ui_url, latency=args.latency,
-                                  include_smoke=args.include_smoke)
+                                  include_smoke=args.include_smoke,
+                                  across_image_sizes=args.across_image_sizes)
         except MlflowException as err:  # a malformed --filter
             raise CompareError(f"cannot search runs with filter {filter_string!r}: "
                                f"{str(err).splitlines()[0]}") from None
