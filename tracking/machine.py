@@ -172,10 +172,13 @@ def keras_devices() -> str:
 
 
 def machine() -> dict[str, str]:
-    """Params of the machine: Python, processor, usable cores, Keras's devices and the GPUs."""
+    """Params of the machine: Python, processor, usable cores, Keras's devices, the GPUs, and
+    CUDA_VISIBLE_DEVICES as this process got it (one worker per GPU: `docs/tuning.md`)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return {"python_version": platform.python_version(), "cpu_model": processor_model(),
-            "cpu_count": str(cores), "keras_devices": keras_devices(), **accelerators()}
+            "cpu_count": str(cores), "keras_devices": keras_devices(),
+            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", "(unset)"),
+            **accelerators()}
 
 
 def installed_packages() -> str:

@@ -30,7 +30,10 @@ the study goes on with the others.
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import os
+import socket
 import sys
 import time
 from collections.abc import Sequence
@@ -40,6 +43,9 @@ from typing import Any
 import keras
 import mlflow
 import numpy as np
+from mlflow.entities import Param
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+from optuna.trial import TrialState
 
 from models import MODELS
 from tracking.cli import (
@@ -59,16 +65,19 @@ from tracking.comparison.report import Report, build_report, log_report
 from tracking.comparison.selection import CompareError
 from tracking.config import Config, ConfigError, check_model, load_for, param_text
 from tracking.data.dataset import Dataset
-from tracking.store.connect import check_artifact_location, ensure_experiment
+from tracking.store.connect import check_artifact_location, ensure_experiment, masked
 from tracking.store.lifecycle import RUN_KIND_TAG, StopRun, launched_experiment, tracked_run
 from tracking.store.ui import publish_runs_view, run_url, runs_table_url
 from tracking.training.loop import train
 from tracking.training.provenance import log_params_once
 from tuning.config import PRUNERS, TuneConfig
 from tuning.space import trial_config
-from tuning.study import run_tuning_study
+from tuning.storage import check_storage, default_storage, storage_lock
+from tuning.study import WAIT_POLL_SECONDS, run_tuning_study
+from tuning.work_queue import TASK_ATTR, WorkQueue
 
 STUDY_KIND = "study"  # value of the run_kind tag on the parent run
+TASK_TAG = "study_task"  # a fair study's final run: its task's number in the work queue
 DEFAULT_MODELS = tuple(MODELS)  # every registered model (the original four)
 DEFAULT_OUTPUT = os.path.join("outputs", "study")
 FAIR_OUTPUT = os.path.join("outputs", "fair_study")  # --tune-budget: not over a plain study's
@@ -94,6 +103,8 @@ class StudyConfig:
     seeds_per_trial: int = 1  # seeds each trial trains (its value is their mean)
     split_seed: int = 0  # fair study: the one data split, and the tuning's first seed
     promote: bool = True  # fair study: champion or challenger for its best tuned model
+    storage: str = ""  # fair study: the Optuna storage its workers share ("" = optuna.db)
+    study_name: str = ""  # fair study: its name there ("" = fair-<dataset>-<settings digest>)
 
     def __post_init__(self) -> None:
         for name in ("seeds", "tune_trials", "tune_max_epochs", "seeds_per_trial"):
@@ -140,6 +151,14 @@ class StudyConfig:
                        precision=self.precision, **fair,
                        run_name=f"{m}-{self.dataset}{tail}-seed{seed}") for m in self.models]
 
+    def fair_study_name(self) -> str:
+        """The fair study's name in its storage: --study-name, else one derived from every
+        setting that changes its result, so workers started with one command meet."""
+        if self.study_name:
+            return self.study_name
+        settings = json.dumps(self.to_params(), sort_keys=True).encode()
+        return f"fair-{self.dataset}-{hashlib.md5(settings, usedforsecurity=False).hexdigest()[:8]}"
+
     def to_params(self) -> dict[str, str]:
         return {"dataset": self.dataset, "data_dir": self.data_dir,
                 "models": ",".join(self.models), "seeds": str(self.seeds),
@@ -168,32 +187,24 @@ def run_comparison_study(config: StudyConfig, *, first_data: Dataset | None = No
     {model: summary or None}), report (the tracking.comparison.report.Report), promotion (the
     fair study's tracking.comparison.promotion.Promotion, or None) and study_seconds.
     """
+    if config.fair:
+        return run_fair_study(config, first_data=first_data)
     started = time.monotonic()
     config = replace(config, experiment=launched_experiment(config.experiment))
     run_ids: list[str] = []
     failed: dict[str, str] = {}
     tuning: Any = None
-    promotion = None
     tags = {RUN_KIND_TAG: STUDY_KIND, "dataset": config.dataset}
     with tracked_run(config.experiment, f"study-{config.dataset}", tags=tags) as parent:
         parent_id, experiment_id = parent.info.run_id, parent.info.experiment_id
         log_params_once(config.to_params())
-        if config.fair:  # one split for every study and run; the test split only at the end
-            data = first_data or load(config, config.split_seed)
-            tuning = {m: run_tuning(config, parent_id, m, data) for m in config.models}
-            log_budgets(tuning)
         for seed in config.seed_list():
-            if not config.fair:
-                data = first_data if seed == 0 and first_data is not None else load(config, seed)
-            for run_config, tags in final_runs(config, seed, tuning if config.fair else {}):
-                keras.backend.clear_session()
-                print(f"study: training {run_config.run_name}", file=sys.stderr, flush=True)
+            data = first_data if seed == 0 and first_data is not None else load(config, seed)
+            for run_config, tags in final_runs(config, seed, {}):
                 try:
-                    run_ids.append(train(run_config, data, tags=tags)["run_id"])
+                    run_ids.append(train_one(run_config, data, tags))
                 except StopRun as stop:
                     failed[run_config.run_name] = stop.reason
-                    print(f"study: {run_config.run_name} stopped: {stop.reason}",
-                          file=sys.stderr)
         if failed:
             mlflow.set_tag("failed_runs", "; ".join(f"{k}: {v}" for k, v in failed.items()))
         if config.tune:
@@ -202,14 +213,170 @@ def run_comparison_study(config: StudyConfig, *, first_data: Dataset | None = No
         report = build_report([experiment_id], config.output, parent_run_id=parent_id,
                               title=f"{config.experiment} / study-{config.dataset}")
         log_report(report)
-        if config.fair and config.promote:
-            promotion = promote_best(report)
         mlflow.log_metric("study_seconds", time.monotonic() - started)
         publish_runs_view(experiment_id, expanded=[parent_id])
         mlflow.set_tag("runs_table", runs_table_url(experiment_id))
     return {"parent_run_id": parent_id, "run_ids": run_ids, "failed": failed,
-            "tuning": tuning, "report": report, "promotion": promotion,
+            "tuning": tuning, "report": report, "promotion": None,
             "study_seconds": time.monotonic() - started}
+
+
+def train_one(run_config: Config, data: Dataset, tags: dict[str, str] | None) -> str:
+    """One of the study's training runs (a fresh Keras session); its run id. Raises StopRun
+    when the run was stopped (a NaN loss), said on stderr."""
+    keras.backend.clear_session()
+    print(f"study: training {run_config.run_name}", file=sys.stderr, flush=True)
+    try:
+        return train(run_config, data, tags=tags)["run_id"]
+    except StopRun as stop:
+        print(f"study: {run_config.run_name} stopped: {stop.reason}", file=sys.stderr)
+        raise
+
+
+# --------------------------------------------------------------------------- the fair study
+
+
+def run_fair_study(config: StudyConfig, *, first_data: Dataset | None = None
+                   ) -> dict[str, Any]:
+    """One worker of the fair study `config.fair_study_name()` in `config.storage`: any number
+    of workers, started anywhere with the same command, share its work through Optuna.
+
+    1. Tuning: every model's study (`<name>.<model>`) in turn, its --tune-budget trials drawn
+       by whichever worker is free (Optuna's own distributed tuning); a worker whose model has
+       no trial left waits for the trials still running elsewhere (and reclaims those of dead
+       workers), so every worker sees each study's final best trial.
+    2. The final runs (every model at its recipe and tuned, over the seeds): a queue of tasks
+       in the storage (`tuning.work_queue`), each taken by one worker, a dead worker's put back.
+    3. The report and the promotion: once, by the worker that finds every task done first.
+    Every MLflow run (tuning parents, trials, final runs) is nested under the study's one
+    parent run, made by its first worker (under `mlflow run`: the launched run). A worker
+    that comes after the report exits saying so. Returns what `run_comparison_study` returns,
+    plus `nothing_to_do` (a line, else "") and `workers_seen`; report and promotion are None
+    in a worker that did not write them. Raises ConfigError when the study in the storage
+    was started with other settings.
+    """
+    started = time.monotonic()
+    config = replace(config, experiment=launched_experiment(config.experiment))
+    storage, name = config.storage or default_storage(), config.fair_study_name()
+    queue = WorkQueue.open(storage, name)
+    worker = f"{socket.gethostname()}-{os.getpid()}"
+    parent_id = study_parent(queue, config, name)
+    workers = queue.add_worker(worker)
+    result: dict[str, Any] = {"parent_run_id": parent_id, "run_ids": [], "failed": {},
+                              "tuning": {}, "report": None, "promotion": None,
+                              "nothing_to_do": "", "workers_seen": workers, "study_name": name}
+    if queue.attrs().get("report_done"):
+        result["nothing_to_do"] = f"study {name} is complete; its report is on run {parent_id}"
+        result["study_seconds"] = time.monotonic() - started
+        return result
+    data = first_data or load(config, config.split_seed)
+    # one split for every study and run; the test split only for the final runs
+    tuning = {m: run_tuning(config, parent_id, m, data, storage=storage,
+                            study_name=f"{name}.{m}") for m in config.models}
+    plan = [item for seed in config.seed_list() for item in final_runs(config, seed, tuning)]
+    queue.enqueue_once([{"index": i, "run_name": c.run_name} for i, (c, _) in enumerate(plan)])
+    while True:
+        task = queue.claim()
+        if task is None:
+            progress = queue.progress()
+            if progress["running"] == 0 and progress["waiting"] == 0:
+                break
+            time.sleep(WAIT_POLL_SECONDS)  # the others' runs; a dead worker's come back
+            continue
+        run_config, tags = plan[task.spec["index"]]
+        tags = {**(tags or {}), MLFLOW_PARENT_RUN_ID: parent_id, TASK_TAG: str(task.number)}
+        with task.heartbeat():
+            try:
+                run_id = train_one(run_config, data, tags)
+            except StopRun as stop:
+                queue.finish(task, state=TrialState.FAIL, stop_reason=stop.reason[:500])
+            else:
+                queue.finish(task, mlflow.get_run(run_id).data.metrics["test_accuracy"],
+                             run_id=run_id)
+    for trial in queue.results():
+        spec = json.loads(trial.user_attrs[TASK_ATTR])
+        if "run_id" in trial.user_attrs:
+            result["run_ids"].append(trial.user_attrs["run_id"])
+        else:
+            result["failed"][spec["run_name"]] = trial.user_attrs.get(
+                "stop_reason", trial.user_attrs.get("lost", "failed"))
+    close_lost_runs(queue, parent_id)
+    result["tuning"] = tuning
+    if not queue.claim_once("report_by", worker):
+        result["nothing_to_do"] = (f"study {name}: every run is done; another worker "
+                                   f"({queue.attrs()['report_by']}) writes the report")
+        result["study_seconds"] = time.monotonic() - started
+        return result
+    result["workers_seen"] = len(queue.attrs().get("workers", [worker]))
+    with tracked_run(config.experiment, f"study-{config.dataset}", run_id=parent_id) as parent:
+        experiment_id = parent.info.experiment_id
+        log_budgets(tuning)
+        if result["failed"]:
+            mlflow.set_tag("failed_runs", "; ".join(f"{k}: {v}"
+                                                    for k, v in result["failed"].items()))
+        report = build_report([experiment_id], config.output, parent_run_id=parent_id,
+                              title=f"{config.experiment} / study-{config.dataset}")
+        log_report(report)
+        if config.promote:
+            result["promotion"] = promote_best(report)
+        mlflow.log_metrics({"study_seconds": time.time() - queue.attrs()["started_at"],
+                            "workers_seen": result["workers_seen"]})
+        publish_runs_view(experiment_id, expanded=[parent_id])
+        mlflow.set_tag("runs_table", runs_table_url(experiment_id))
+    queue.set_attr("report_done", parent_id)
+    result.update(report=report, study_seconds=time.monotonic() - started)
+    return result
+
+
+def study_parent(queue: WorkQueue, config: StudyConfig, name: str) -> str:
+    """The fair study's MLflow parent run, made by its first worker (under the storage lock):
+    the launched run under `mlflow run`, else a new run `study-<dataset>`. Raises ConfigError
+    when the study was started with other settings."""
+    settings = json.dumps(config.to_params(), sort_keys=True)
+    client = mlflow.MlflowClient()
+    launched = os.environ.pop("MLFLOW_RUN_ID", None)  # mlflow run's: not resumed by train()
+    with storage_lock(queue.url):
+        attrs = queue.attrs()
+        if attrs.get("settings", settings) != settings:
+            raise ConfigError(f"study {name} in {masked(queue.url)} was started with other "
+                              "settings; give this one its own --study-name")
+        parent_id = attrs.get("parent_run_id")
+        if parent_id is None:
+            tags = {RUN_KIND_TAG: STUDY_KIND, "dataset": config.dataset, "study_name": name,
+                    "optuna_storage": masked(queue.url)}
+            if launched:
+                for key, value in tags.items():
+                    client.set_tag(launched, key, value)
+                parent_id = launched
+            else:
+                parent_id = client.create_run(ensure_experiment(config.experiment), tags=tags,
+                                              run_name=f"study-{config.dataset}").info.run_id
+            known = client.get_run(parent_id).data.params
+            client.log_batch(parent_id, params=[Param(k, v) for k, v in {
+                **config.to_params(), "study_name": name}.items() if k not in known])
+            queue.set_attr("settings", settings)
+            queue.set_attr("started_at", time.time())
+            queue.set_attr("parent_run_id", parent_id)
+        elif launched and launched != parent_id:  # another worker's mlflow run: a worker row
+            client.set_tag(launched, MLFLOW_PARENT_RUN_ID, parent_id)
+            client.set_tag(launched, RUN_KIND_TAG, "study_worker")
+    return parent_id
+
+
+def close_lost_runs(queue: WorkQueue, parent_id: str) -> None:
+    """End KILLED, with stop_reason, the final runs whose task was reclaimed from a dead
+    worker (MLflow's state for a run whose process was killed)."""
+    client = mlflow.MlflowClient()
+    for trial in queue.trials((TrialState.FAIL,)):
+        if "lost" not in trial.user_attrs:
+            continue
+        experiment = client.get_run(parent_id).info.experiment_id
+        for run in client.search_runs([experiment], f"tags.{TASK_TAG} = '{trial.number}' and "
+                                                    f"attributes.status = 'RUNNING'"):
+            if run.data.tags.get(MLFLOW_PARENT_RUN_ID) == parent_id:
+                client.set_tag(run.info.run_id, "stop_reason",
+                               f"worker lost: {trial.user_attrs['lost']}")
+                client.set_terminated(run.info.run_id, "KILLED")
 
 
 def final_runs(config: StudyConfig, seed: int, tuning: dict[str, dict[str, Any] | None]
@@ -243,9 +410,11 @@ def log_budgets(tuning: dict[str, dict[str, Any] | None]) -> None:
 
 
 def run_tuning(config: StudyConfig, parent_run_id: str, model: str,
-               data: Dataset | None = None) -> dict[str, Any] | None:
+               data: Dataset | None = None, *, storage: str = "", study_name: str = ""
+               ) -> dict[str, Any] | None:
     """The Optuna study of `model` (tuning.study), its run nested in the study's: in the fair
-    study with its budget on the split of `data`, the test split left to the final runs.
+    study with its budget on the split of `data`, the test split left to the final runs, in
+    the shared `storage` as `study_name`, waiting for the trials other workers still run.
 
     Returns its summary, None if tuning failed (the trained models still get their report;
     the reason is tagged on the study's run).
@@ -253,23 +422,26 @@ def run_tuning(config: StudyConfig, parent_run_id: str, model: str,
     trials, max_epochs = config.tune_budget or (config.tune_trials, config.tune_max_epochs)
     tune = TuneConfig(model=model, dataset=config.dataset, data_dir=config.data_dir,
                       n_trials=trials, max_epochs=max_epochs,
-                      study_name=f"{model}-{config.dataset}-study-{parent_run_id[:8]}",
-                      experiment=config.experiment, limit=config.limit,
+                      study_name=study_name or f"{model}-{config.dataset}-study-"
+                                               f"{parent_run_id[:8]}",
+                      storage=storage, experiment=config.experiment, limit=config.limit,
                       precision=config.precision, pruner=config.pruner,
                       seeds_per_trial=config.seeds_per_trial,
                       seed=config.split_seed if config.fair else 0,
-                      final_test=not config.fair)
+                      final_test=not config.fair, wait_for_running=config.fair)
     print(f"study: tuning {tune.model} ({tune.n_trials} trial{'' if tune.n_trials == 1 else 's'})",
           file=sys.stderr, flush=True)
+    client = mlflow.MlflowClient()  # the parent may be another worker's, not active here
     try:
-        summary = run_tuning_study(tune, data=data)
+        summary = run_tuning_study(tune, data=data, parent_run_id=parent_run_id)
     except Exception as err:  # noqa: BLE001 - the trained models still get their report
         reason = f"{type(err).__name__}: {err}".splitlines()[0][:250]
-        mlflow.set_tag(f"tuning_failed.{model}" if config.fair else "tuning_failed", reason)
+        client.set_tag(parent_run_id, f"tuning_failed.{model}" if config.fair
+                       else "tuning_failed", reason)
         print(f"study: tuning {model} failed ({reason}); reporting the training runs",
               file=sys.stderr)
         return None
-    mlflow.set_tag(f"tuning_run_id.{model}" if config.fair else "tuning_run_id",
+    client.set_tag(parent_run_id, f"tuning_run_id.{model}" if config.fair else "tuning_run_id",
                    summary["parent_run_id"])
     return summary
 
@@ -341,6 +513,13 @@ def build_parser() -> argparse.ArgumentParser:
                    default=d.promote,
                    help="fair study: champion or challenger for its best tuned model "
                         "(tracking.promote); false: register nothing")
+    p.add_argument("--storage", default=d.storage,
+                   help="fair study: the Optuna storage its workers share, e.g. "
+                        "postgresql://user:pw@host/db (default: optuna.db next to the MLflow "
+                        "store); start the same command on N machines, or N times")
+    p.add_argument("--study-name", default=d.study_name,
+                   help="fair study: its name in the storage (default: fair-<dataset>-<digest "
+                        "of the settings>, so identical commands join one study)")
     return p
 
 
@@ -384,7 +563,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                              output=args.output or default_output(args.tune_budget),
                              tune_budget=args.tune_budget, pruner=unquote(args.pruner),
                              seeds_per_trial=args.seeds_per_trial, split_seed=args.split_seed,
-                             promote=args.promote)
+                             promote=args.promote, storage=unquote(args.storage),
+                             study_name=unquote(args.study_name))
+        if (config.storage or config.study_name) and not config.fair:
+            raise ConfigError("--storage and --study-name are the fair study's: add "
+                              "--tune-budget TRIALSxMAX_EPOCHS")
+        if config.fair:
+            check_storage(config.storage or default_storage())
         for seed in config.seed_list():
             config.run_configs(seed)  # validates every run before any starts
         # the experiment not deleted, its artifact location writable
@@ -401,6 +586,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         except CompareError as err:  # every training run was stopped
             print(f"error: {err}", file=sys.stderr)
             return 1
+    if result.get("nothing_to_do"):
+        print(f"study: {result['nothing_to_do']}; this worker ({result['workers_seen']} seen) "
+              "has nothing left to do", file=sys.stderr)
+        return 0
     report = result["report"]
     print(report.markdown)
     if result["promotion"] is not None:

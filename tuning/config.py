@@ -44,6 +44,9 @@ class TuneConfig:
     final_test: bool = True  # score the best trial on the test split, register <model>-tuned
     heartbeat_interval: int = 60  # seconds between a running trial's heartbeats
     grace_period: int = 240  # a trial silent for this long belongs to a dead worker
+    # when the total is taken: wait for trials running elsewhere to end (the fair study's
+    # workers, whose next step needs the study's final best trial) instead of leaving
+    wait_for_running: bool = False
 
     def __post_init__(self) -> None:
         for name in ("n_trials", "max_epochs", "seeds_per_trial", "heartbeat_interval",

@@ -40,6 +40,7 @@ from typing import Any
 
 import mlflow
 import optuna
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from optuna.trial import TrialState
 from tqdm import tqdm
 
@@ -87,6 +88,7 @@ PRUNER_STARTUP_TRIALS = 2  # no pruning until this many trials have completed
 PRUNER_WARMUP_EPOCHS = 2  # nor during a trial's first epochs (learning-rate warm-up)
 MAX_FAILURES_IN_A_ROW = 3  # a worker whose trials keep failing (e.g. NaN loss) stops
 COUNTED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)  # what --n-trials counts
+WAIT_POLL_SECONDS = 5  # wait_for_running: how often a worker looks at the others' trials
 HYPERBAND_REDUCTION = 3  # Optuna's default: a third of a bracket's trials go on each rung
 TUNING_KIND = "tuning"  # run_kind tag of a study's parent run (tracking.compare skips it)
 
@@ -220,16 +222,24 @@ def run_trials(study: optuna.Study, config: TuneConfig, run_trial: Callable[...,
               desc=config.study_name, file=sys.stderr, disable=not sys.stderr.isatty()) as bar:
         while not (config.timeout and time.monotonic() - started >= config.timeout):
             raise_if_interrupted()  # a Ctrl-C that landed in gc after the last trial
+            wait = False
             with contextlib.ExitStack() as gate, quiet_interrupted_trials():
                 # gate: the storage lock, held until the trial exists
                 gate.enter_context(storage_lock(config.storage))
                 reclaimed += reclaim_dead_trials(study)
                 if not room_for_trial(study, config.n_trials):
-                    say_who_is_running(study, config.grace_period)
-                    break
-                study.optimize(partial(run_trial, admitted=gate.close), n_trials=1,
-                               catch=(StopRun,), gc_after_trial=True, callbacks=[
-                                   tag_trial_state, lambda _, t: states.append(t.state)])
+                    wait = config.wait_for_running and bool(
+                        study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+                    if not wait:
+                        say_who_is_running(study, config.grace_period)
+                        break
+                if not wait:
+                    study.optimize(partial(run_trial, admitted=gate.close), n_trials=1,
+                                   catch=(StopRun,), gc_after_trial=True, callbacks=[
+                                       tag_trial_state, lambda _, t: states.append(t.state)])
+            if wait:  # the others' last trials: their best may change what this worker reports
+                time.sleep(WAIT_POLL_SECONDS)
+                continue
             done = len(study.get_trials(deepcopy=False, states=COUNTED_STATES))
             bar.update(min(done, config.n_trials) - bar.n)
             if states[-MAX_FAILURES_IN_A_ROW:] == [TrialState.FAIL] * MAX_FAILURES_IN_A_ROW:
@@ -257,11 +267,13 @@ def say_who_is_running(study: optuna.Study, grace_period: int) -> None:
 
 
 def run_tuning_study(config: TuneConfig, *, data: Dataset | None = None,
-              pruner: optuna.pruners.BasePruner | None = None) -> dict[str, Any]:
+                     pruner: optuna.pruners.BasePruner | None = None,
+                     parent_run_id: str | None = None) -> dict[str, Any]:
     """Run trials of the study until its total or this worker's timeout, then report.
 
-    One parent MLflow run for this process (nested in the caller's active run, if any);
-    every trial a nested run. `pruner` replaces the default MedianPruner (tests force pruning
+    One parent MLflow run for this process (nested in the caller's active run, if any, or
+    under `parent_run_id`: a fair study's run that other workers share); every trial a nested
+    run. `pruner` replaces the default MedianPruner (tests force pruning
     with it). Returns the report's summary (`tuning.report.report_study`) plus parent_run_id,
     worker_trials, study_seconds, study_name and storage. Raises StorageUnavailable when the
     database stays away too long.
@@ -280,7 +292,8 @@ def run_tuning_study(config: TuneConfig, *, data: Dataset | None = None,
             ensure_experiment(config.experiment)
         tags = {"study_name": config.study_name, "worker": worker,
                 "optuna_storage": masked(config.storage), "model": config.model,
-                "dataset": config.dataset, RUN_KIND_TAG: TUNING_KIND}
+                "dataset": config.dataset, RUN_KIND_TAG: TUNING_KIND,
+                **({MLFLOW_PARENT_RUN_ID: parent_run_id} if parent_run_id else {})}
         with tracked_run(config.experiment, config.study_name, tags=tags) as parent:
             log_params_once({
                 "model": config.model, "dataset": config.dataset, "data_dir": config.data_dir,
