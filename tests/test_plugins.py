@@ -1,71 +1,27 @@
 """Your own model: a factory named by its import path, from a throwaway package written to a
-temporary folder and put on sys.path (not installed), and keras.applications' own."""
+temporary folder and put on sys.path (not installed: tests/throwaway_package.py), and
+keras.applications' own."""
 
 from __future__ import annotations
 
-import sys
-import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
 import pytest
+from throwaway_package import package_on_path
 
 from models import MODELS, UnknownModel
 from tracking.config import Config, ConfigError
 from tracking.train import main
 from tracking.training.loop import train
 
-PACKAGE = '''
-import keras
-from models import Recipe
-
-
-@keras.saving.register_keras_serializable(package="mypkg")
-class Doubled(keras.layers.Layer):
-    """A custom layer: the package's own code, registered as Keras-serializable."""
-
-    def call(self, x):
-        return x * 2.0
-
-
-def build_net(input_shape, classes, width=8):
-    inputs = keras.Input(input_shape)
-    x = keras.layers.Conv2D(width, 3, activation="relu")(inputs)
-    x = Doubled()(keras.layers.GlobalAveragePooling2D()(x))
-    return keras.Model(inputs, keras.layers.Dense(classes, activation="softmax")(x))
-
-
-def small_net(input_shape, classes):
-    return build_net(input_shape, classes, width=4)
-
-
-small_net.recipe = Recipe(optimizer="adam", learning_rate=3e-3, epochs=2, batch_size=16)
-small_net.min_image_size = 8
-
-
-def wrong_output(input_shape, classes):
-    inputs = keras.Input(input_shape)
-    x = keras.layers.GlobalAveragePooling2D()(inputs)
-    return keras.Model(inputs, keras.layers.Dense(3)(x))
-
-
-NOT_A_FACTORY = 42
-'''
-
 
 @pytest.fixture
-def mypkg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+def mypkg(tmp_path: Path) -> Iterator[str]:
     """`mypkg.nets` on sys.path for this test only (and out of the registry's cache after)."""
-    root = tmp_path / "plugin"
-    (root / "mypkg").mkdir(parents=True)
-    (root / "mypkg" / "__init__.py").write_text("")
-    (root / "mypkg" / "nets.py").write_text(textwrap.dedent(PACKAGE))
-    monkeypatch.syspath_prepend(str(root))
-    yield "mypkg.nets"
-    for name in [n for n in list(MODELS._specs) if n.startswith("mypkg")]:
-        del MODELS[name]
-    for module in [m for m in sys.modules if m.startswith("mypkg")]:
-        del sys.modules[module]
+    with package_on_path(tmp_path / "plugin") as module:
+        yield module
 
 
 def test_a_factory_by_import_path_trains_and_logs_where_it_came_from(

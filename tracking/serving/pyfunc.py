@@ -6,7 +6,9 @@
 The logged model is `tracking/serving/served_model.py` (MLflow "models from code") with the Keras
 classifier as its artifact: `mlflow.pyfunc.load_model(uri).predict(x)` and
 `mlflow models serve -m uri` both check the input the same way (pixel values 0-255 as
-float64 (N, S, S, 3), see that file) and return class probabilities.
+float64 (N, S, S, 3), see that file) and return class probabilities. A model of the user's own
+factory carries that factory's code or names its distribution (`tracking.serving.own_code`),
+so it loads where the user's package is not installed.
 """
 
 from __future__ import annotations
@@ -25,17 +27,31 @@ from mlflow.models.model import ModelInfo
 
 from tracking.data.batches import predict_padded
 from tracking.machine import model_requirements
-from tracking.serving.served_model import KERAS_MODEL
+from tracking.serving.own_code import carried_code
+from tracking.serving.served_model import FACTORY_MODULE, KERAS_MODEL, OWN_MODULES
 
 MODEL_NAME = "model"  # runs:/<run id>/model
 SERVED_MODEL_CODE = Path(__file__).with_name("served_model.py")
 
 
+def active_model_source() -> str | None:
+    """The active run's `model_source` param (where its factory came from), if any."""
+    run = mlflow.active_run()
+    if run is None:
+        return None
+    return mlflow.MlflowClient().get_run(run.info.run_id).data.params.get("model_source")
+
+
 def log_classifier(model: keras.Model, sample: np.ndarray, name: str = MODEL_NAME,
-                   metadata: dict[str, Any] | None = None) -> ModelInfo:
+                   metadata: dict[str, Any] | None = None,
+                   model_source: str | None = None) -> ModelInfo:
     """Log `model` to the active run as `name`; `sample` (a few uint8 (n, S, S, 3) images)
     gives the signature: float64 pixel values in, float32 probabilities (n, classes) out.
-    `metadata` goes into the MLmodel file (e.g. the class names, in label order)."""
+    `metadata` goes into the MLmodel file (e.g. the class names, in label order).
+    `model_source` (`module:attribute` of the factory; the active run's `model_source` param
+    when None) and the custom objects of the saved file decide the user's code that travels
+    in the model's code/ folder or the requirements added (`tracking.serving.own_code`); the
+    served model imports those modules before Keras loads the file."""
     with tempfile.TemporaryDirectory(prefix="classifier-") as folder, \
             warnings.catch_warnings():
         # "an input example was not provided": the signature is given, and an example would
@@ -46,10 +62,16 @@ def log_classifier(model: keras.Model, sample: np.ndarray, name: str = MODEL_NAM
         # would double or triple the file (Keras 3's save has no include_optimizer)
         keras.Model(model.inputs, model.outputs, name=model.name).save(path)
         outputs = predict_padded(model, sample).astype(np.float32)
+        requirements = model_requirements()
+        carried = carried_code(path, model_source or active_model_source(), requirements,
+                               Path(folder) / "code")
+        config = ({FACTORY_MODULE: carried.factory_module, OWN_MODULES: carried.modules}
+                  if carried.factory_module or carried.modules else None)
         return mlflow.pyfunc.log_model(
             name=name, python_model=str(SERVED_MODEL_CODE), artifacts={KERAS_MODEL: str(path)},
             signature=infer_signature(sample.astype(np.float64), outputs),
-            pip_requirements=model_requirements(), metadata=metadata)
+            pip_requirements=requirements + carried.requirements,
+            code_paths=carried.code_paths or None, model_config=config, metadata=metadata)
 
 
 def fail_pending_models(run_id: str) -> None:

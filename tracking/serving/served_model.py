@@ -3,7 +3,10 @@ input check, the same in process (`mlflow.pyfunc.load_model`) and over HTTP
 (`mlflow models serve`).
 
 MLflow runs this file when it loads a logged model, so it imports only MLflow, Keras and NumPy
-(no `tracking`): a model served in a fresh environment needs nothing of this project.
+(no `tracking`): a model served in a fresh environment needs nothing of this project. A model
+of the user's own factory imports the user's modules first (`import_own_code`, from the model
+config that `tracking.serving.own_code` wrote: its custom layers register with Keras at import),
+from the model's code/ folder, which MLflow puts on sys.path, or from a required distribution.
 
 Input: pixel values 0-255 as a float64 array (N, S, S, 3), S the run's image size, as the
 images were in training (before the model's own 1/255 scaling); over HTTP, JSON numbers in
@@ -18,6 +21,9 @@ Output: float32 probabilities (N, classes).
 
 from __future__ import annotations
 
+import importlib
+import warnings
+from collections.abc import Mapping
 from typing import Any
 
 import keras
@@ -27,6 +33,35 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
 KERAS_MODEL = "keras_model"  # the artifact holding the trained classifier (.keras file)
+# model config keys: the factory's module (imported if it can be) and the modules the Keras
+# file's custom objects come from (they must import: Keras finds those classes no other way)
+FACTORY_MODULE = "factory_module"
+OWN_MODULES = "own_modules"
+
+
+def import_own_code(config: Mapping[str, Any] | None) -> None:
+    """Import the model's own modules named in its model `config` before Keras loads the
+    file: the factory's module best-effort (a warning when it does not import, e.g. it
+    imports the suite), then every module of the file's custom objects, raising
+    MlflowException with what failed and where that code should have come from."""
+    config = config or {}
+    own = list(config.get(OWN_MODULES) or [])
+    factory = config.get(FACTORY_MODULE)
+    if factory and factory not in own:
+        try:
+            importlib.import_module(factory)
+        except Exception as err:  # noqa: BLE001 - whatever the user's module raises
+            warnings.warn(f"the model's factory module {factory} does not import here "
+                          f"({type(err).__name__}: {err}); loading with the modules its "
+                          f"layers come from ({', '.join(own) or 'none'})", stacklevel=2)
+    for module in own:
+        try:
+            importlib.import_module(module)
+        except Exception as err:  # noqa: BLE001 - whatever the user's module raises
+            raise MlflowException(
+                f"the model's own code {module} does not import here ({type(err).__name__}: "
+                f"{err}); it travels in the model's code/ folder, or its distribution is in "
+                "the model's requirements.txt") from err
 
 
 def pixel_batch(values: Any, image_shape: tuple[int, ...]) -> np.ndarray:
@@ -56,6 +91,7 @@ class ImageClassifier(mlflow.pyfunc.PythonModel):
     """A Keras classifier of uint8 images (its first layers scale them) behind `pixel_batch`."""
 
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
+        import_own_code(context.model_config)
         self.model = keras.saving.load_model(context.artifacts[KERAS_MODEL], safe_mode=True)
 
     # np.ndarray is a hint MLflow takes without inferring a schema of its own from it: this
