@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from PIL import Image
 from processes import free_port
 
 from tracking import compare
@@ -481,3 +482,69 @@ def test_runs_of_one_model_at_other_settings_are_not_pooled(mlflow_uri: str,
     assert "| 1 | vgg19 (30 epochs) | digits | 1 | 0.9600 (single run) |" in md
     assert "| 2 | vgg19 | digits | 1 | 0.9000 (single run) |" in md
     assert "| vgg19 (30 epochs) − vgg19 |" in md  # judged image by image
+
+
+def write_pets(root: Path, per_class: int, shade: int) -> None:
+    """A tiny folder data set of real PNGs, classes cat and dog (cat dark, dog light)."""
+    for k, name in enumerate(("cat", "dog")):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            value = (40 if k == 0 else 210) + shade + i % 5
+            Image.new("RGB", (10, 10), (value,) * 3).save(root / name / f"{i}.png")
+
+
+def test_two_folder_data_sets_with_one_name_are_two_sections_and_two_registered_models(
+        mlflow_uri: str, tmp_path: Path) -> None:
+    """Two folders both called `pets`, with the same class names, trained for real: the
+    report keeps them apart and the registry gives each its own name from its identity."""
+    from tracking.comparison.promotion import promote
+    from tracking.train import main
+
+    write_pets(tmp_path / "a" / "pets", 12, 0)
+    write_pets(tmp_path / "b" / "pets", 14, 3)
+    for folder in ("a", "b"):
+        assert main(["--model", "concat_cnn", "--dataset", "folder", "--data-dir",
+                     str(tmp_path / folder / "pets"), "--epochs", "1", "--image-size", "16",
+                     "--batch-size", "8", "--experiment", "pets", "--no-system-metrics",
+                     "--checkpoint-every", "0"]) == 0
+    runs = mlflow.search_runs(experiment_names=["pets"], output_format="list")
+    params = {Path(r.data.params["data_source"]).parent.name: r.data.params for r in runs}
+    assert set(params) == {"a", "b"}
+    digests = {k: p["data_digest"] for k, p in params.items()}
+    assert digests["a"] != digests["b"] and all(len(d) == 16 for d in digests.values())
+    assert {p["data_layout"] for p in params.values()} == {"class folders"}
+
+    report = build_report([mlflow.get_experiment_by_name("pets").experiment_id],
+                          tmp_path / "r", latency=False)
+    assert len(report.groups) == 2 and all(g.n == 1 for g in report.groups)
+    assert len({g.dataset for g in report.groups}) == 2  # two sections, nothing pooled
+
+    names = {Path(r.data.params["data_source"]).parent.name: promote(r.info.run_id).name
+             for r in runs}
+    assert names == {k: f"pets-{d[:8]}-classifier" for k, d in digests.items()}
+
+
+def test_the_data_digest_separates_runs_on_one_folder_whose_files_changed() -> None:
+    from tracking.comparison.groups import assign_sections, data_identity
+
+    def run(source: str, digest: str, dataset: str = "folder") -> RunSummary:
+        return RunSummary(run_id=source + digest, experiment_id="0", run_name="", model="a",
+                          dataset=dataset, seed="0", test_accuracy=0.9, f1_macro=None,
+                          best_epoch=None, epochs_run=None, train_seconds=None,
+                          images_per_second=None, num_params=None, class_names=CLASSES,
+                          confusion=None, data_source=source, data_digest=digest,
+                          image_size=32)
+
+    before, after = run("/data/pets", "1111aaaa2222bbbb"), run("/data/pets", "3333cccc4444dddd")
+    same = run("/data/pets", "1111aaaa2222bbbb")
+    assert data_identity(before) != data_identity(after)
+    assert data_identity(before) == data_identity(same)
+    elsewhere = run("/other/pets", "5555eeee6666ffff")
+    old = run("/data/pets", "")  # logged before data digests: its folder alone
+    assign_sections([before, after, same, elsewhere, old])
+    assert before.dataset == same.dataset
+    assert len({before.dataset, after.dataset, elsewhere.dataset, old.dataset}) == 4
+    assert "1111aaaa" in before.dataset and "3333cccc" in after.dataset
+    # a built-in data set is its name, wherever its files were read from
+    fashion = [run(f"/x{i}", "", dataset="fashion_mnist") for i in range(2)]
+    assert data_identity(fashion[0]) == data_identity(fashion[1])

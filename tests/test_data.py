@@ -383,3 +383,189 @@ def test_data_benchmark_measures_first_and_cached_loads(tmp_path: Path, monkeypa
     assert first["images"] == cached["images"] == 16 and not first["memmap"]
     assert first["peak_rss"] >= first["baseline_rss"] > 0 and cached["seconds"] > 0
     assert [p.name for p in tmp_path.iterdir()] == ["b.json"]  # its inputs are gone
+
+
+# --------------------------------------------------------------------------- layouts
+
+SPLIT_VALUES = {"train": 10, "val": 100, "validation": 100, "test": 200}  # each split's pixels
+
+
+def write_images(folder: Path, n: int, value: int, prefix: str = "") -> None:
+    """n small PNGs of one grey value (so a split's images can be told by their pixels)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        Image.new("RGB", (12, 10), (value, value, value)).save(folder / f"{prefix}{i}.png")
+
+
+def write_split_folders(root: Path, counts: dict[str, dict[str, int]]) -> None:
+    """root/<split>/<class>/<i>.png, `counts[split][class]` images each."""
+    for split, classes in counts.items():
+        for name, n in classes.items():
+            write_images(root / split / name, n, SPLIT_VALUES[split.lower()])
+
+
+def values(x: np.ndarray) -> set[int]:
+    return set(np.unique(x).tolist())
+
+
+@pytest.mark.parametrize("val_name", ["val", "validation", "Validation"])
+def test_split_folders_keep_their_test_and_validation_splits(tmp_path: Path,
+                                                             val_name: str) -> None:
+    write_split_folders(tmp_path / "pets", {
+        "train": {"cat": 10, "dog": 12, "owl": 8},
+        val_name: {"cat": 3, "dog": 2, "owl": 2},
+        "test": {"cat": 4, "dog": 5, "owl": 3},
+    })
+    d = load_dataset("folder", str(tmp_path / "pets"), image_size=8)
+    assert d.class_names == ("cat", "dog", "owl")  # not ("test", "train", "val")
+    assert d.sizes() == {"train": 30, "val": 7, "test": 12}
+    assert [int(np.sum(d.y_test == k)) for k in range(3)] == [4, 5, 3]
+    assert [int(np.sum(d.y_val == k)) for k in range(3)] == [3, 2, 2]
+    assert values(d.x_train) == {10} and values(d.x_val) == {100} and values(d.x_test) == {200}
+    assert d.layout == "split folders" and len(d.digest) == 16
+    assert d.source == str((tmp_path / "pets").resolve())
+
+
+def test_without_a_val_folder_val_split_carves_validation_from_train(tmp_path: Path) -> None:
+    write_split_folders(tmp_path / "pets", {"train": {"cat": 10, "dog": 10},
+                                            "test": {"cat": 4, "dog": 4}})
+    d = load_dataset("folder", str(tmp_path / "pets"), image_size=8, val_split=0.3,
+                     test_split=0.5)  # --test-split has nothing to do: test/ is given
+    assert d.sizes() == {"train": 14, "val": 6, "test": 8}
+    assert values(d.x_val) == {10} and values(d.x_test) == {200}  # validation from train
+    assert [int(np.sum(d.y_val == k)) for k in range(2)] == [3, 3]  # stratified
+    write_split_folders(tmp_path / "only", {"train": {"cat": 10, "dog": 10}})
+    alone = load_dataset("folder", str(tmp_path / "only"), image_size=8)
+    assert alone.sizes() == {"train": 12, "val": 4, "test": 4}  # both carved, as class folders
+
+
+def test_limit_on_split_folders_keeps_a_stratified_part_of_the_given_test_split(
+        tmp_path: Path) -> None:
+    write_split_folders(tmp_path / "pets", {"train": {"cat": 20, "dog": 20, "owl": 20},
+                                            "test": {"cat": 10, "dog": 10, "owl": 10}})
+    d = load_dataset("folder", str(tmp_path / "pets"), image_size=8, limit=36)
+    assert d.sizes()["train"] + d.sizes()["val"] == 36
+    assert d.sizes()["test"] == 9 and values(d.x_test) == {200}  # limit // 4 of test/
+    assert [int(np.sum(d.y_test == k)) for k in range(3)] == [3, 3, 3]
+    whole = load_dataset("folder", str(tmp_path / "pets"), image_size=8, limit=36,
+                         full_test=True)
+    assert whole.sizes()["test"] == 30
+
+
+@pytest.mark.parametrize("counts, message", [
+    ({"train": {"cat": 9, "dog": 9}, "test": {"cat": 2, "dog": 2, "zebra": 2}},
+     r"class zebra is in test/ but not in train/: a model cannot learn a class it never sees"),
+    ({"train": {"cat": 9, "dog": 9}, "val": {"cat": 2}},
+     r"class dog has no image in val/: every class needs images in every split"),
+    ({"train": {"cat": 9, "dog": 9}, "cat": {"x": 2}},
+     r"holds split folders \(train\) beside other folders \(cat\)"),
+    ({"val": {"cat": 9, "dog": 9}, "test": {"cat": 2, "dog": 2}},
+     r"holds split folders \(test, val\) but no train folder"),
+    ({"train": {"cat": 9, "dog": 9}, "val": {"cat": 2, "dog": 2},
+      "validation": {"cat": 2, "dog": 2}}, r"holds two val folders \(val, validation\)"),
+])
+def test_split_folder_mistakes_are_one_line_errors(tmp_path: Path, counts, message) -> None:
+    for split, classes in counts.items():
+        for name, n in classes.items():
+            write_images(tmp_path / "d" / split / name, n, 50)
+    with pytest.raises(DataError, match=message) as err:
+        load_dataset("folder", str(tmp_path / "d"), image_size=8)
+    assert "\n" not in str(err.value)
+
+
+def write_manifest(root: Path, rows: list[dict[str, str]], name: str = "metadata.csv",
+                   columns: tuple[str, ...] = ("file_name", "label", "split")) -> Path:
+    """A manifest at root/name listing `rows` (only `columns`), and the PNG of each row
+    that names one (a `split` value colours it: train 10, val 100, test 200)."""
+    root.mkdir(parents=True, exist_ok=True)
+    lines = [",".join(columns)]
+    for row in rows:
+        lines.append(",".join(row.get(c, "") for c in columns))
+        if row.get("write", True) is not False:
+            path = root / row["file_name"]
+            path.parent.mkdir(parents=True, exist_ok=True)
+            value = SPLIT_VALUES.get(row.get("split", "train"), 10)
+            Image.new("RGB", (9, 9), (value,) * 3).save(path)
+    (root / name).write_text("\n".join(lines) + "\n")
+    return root / name
+
+
+def manifest_rows(per_split: dict[str, int], classes=("owl", "cat", "dog")) -> list[dict]:
+    return [{"file_name": f"img/{split}-{name}-{i}.png", "label": name, "split": split}
+            for split, n in per_split.items() for name in classes for i in range(n)]
+
+
+def test_a_manifest_gives_labels_and_splits(tmp_path: Path) -> None:
+    write_manifest(tmp_path / "m", manifest_rows({"train": 8, "validation": 2, "test": 3}))
+    (tmp_path / "m" / "img" / "stray.png").write_bytes(b"not listed, not read")
+    d = load_dataset("folder", str(tmp_path / "m"), image_size=8)
+    assert d.class_names == ("cat", "dog", "owl") and d.layout == "manifest"
+    assert d.sizes() == {"train": 24, "val": 6, "test": 9}
+    assert values(d.x_train) == {10} and values(d.x_val) == {100} and values(d.x_test) == {200}
+    assert d.source == str((tmp_path / "m").resolve()) and not d.left_out
+    # without a split column every split is carved, as from class folders
+    write_manifest(tmp_path / "n", manifest_rows({"train": 10}), columns=("file_name", "label"))
+    carved = load_dataset("folder", str(tmp_path / "n"), image_size=8)
+    assert carved.sizes() == {"train": 19, "val": 5, "test": 6}
+    # a manifest of another name is named itself
+    csv = write_manifest(tmp_path / "o", manifest_rows({"train": 8, "test": 2}), "labels.csv")
+    named = load_dataset("folder", str(csv), image_size=8)
+    assert named.sizes()["test"] == 6 and named.source == str(csv.resolve())
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda rows: rows[4].update(file_name="img/gone.png", write=False),
+     r"metadata.csv row 5 \(line 6\): no file img/gone.png \(looked for .*img/gone.png\)"),
+    (lambda rows: rows[7].update(split="dev"),
+     r"metadata.csv row 8 \(line 9\): split 'dev' is not one of train, val, validation, test"),
+    (lambda rows: rows[2].update(label=""), r"row 3 \(line 4\): empty 'label'"),
+    (lambda rows: rows[3].update(file_name=rows[0]["file_name"], write=False),
+     r"row 4 \(line 5\): img/train-owl-0.png is listed again \(first in row 1\)"),
+])
+def test_manifest_mistakes_name_the_row(tmp_path: Path, change, message: str) -> None:
+    rows = manifest_rows({"train": 8, "test": 2})
+    change(rows)
+    write_manifest(tmp_path / "m", rows)
+    with pytest.raises(DataError, match=message) as err:
+        load_dataset("folder", str(tmp_path / "m"), image_size=8)
+    assert "\n" not in str(err.value)
+
+
+def test_the_data_digest_follows_the_files_and_labels_not_the_place(tmp_path: Path) -> None:
+    write_folder(tmp_path / "a" / "pets")
+    a = load_folder(str(tmp_path / "a" / "pets"))
+    import shutil
+    shutil.copytree(tmp_path / "a" / "pets", tmp_path / "b" / "pets")
+    assert load_folder(str(tmp_path / "b" / "pets")).digest == a.digest  # a copy: the same
+    (tmp_path / "b" / "pets" / "dog" / "3.png").rename(tmp_path / "b" / "pets" / "cat" / "x.png")
+    assert load_folder(str(tmp_path / "b" / "pets")).digest != a.digest  # one relabelled
+    assert a.layout == "class folders" and a.source == str((tmp_path / "a" / "pets").resolve())
+
+
+MANIFEST_MISTAKES = {
+    "missing file": (lambda rows: rows[4].update(file_name="img/gone.png", write=False),
+                     ("file_name", "label", "split"), "row 5 (line 6): no file img/gone.png"),
+    "unknown split": (lambda rows: rows[7].update(split="holdout"),
+                      ("file_name", "label", "split"), "split 'holdout' is not one of"),
+    "no label column": (lambda rows: None, ("file_name", "split"),
+                        "has no 'label' column (its columns: file_name, split)"),
+}
+
+
+@pytest.mark.parametrize("mistake", list(MANIFEST_MISTAKES))
+def test_a_bad_manifest_exits_2_before_any_run(mlflow_uri: str, tmp_path: Path, capsys,
+                                               mistake: str) -> None:
+    from tracking.train import main
+
+    change, columns, expected = MANIFEST_MISTAKES[mistake]
+    rows = manifest_rows({"train": 8, "test": 2})
+    change(rows)
+    write_manifest(tmp_path / "m", rows, columns=columns)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--model", "concat_cnn", "--dataset", "folder", "--data-dir",
+              str(tmp_path / "m"), "--epochs", "1", "--image-size", "8"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("python -m tracking.train: error: manifest ")
+    assert expected in err[-1]
+    assert mlflow.search_runs(search_all_experiments=True).empty

@@ -111,21 +111,23 @@ def test_a_killed_worker_is_reclaimed_and_the_study_completes(mlflow_uri: str,
         while time.monotonic() < deadline:  # until a final run is under way
             time.sleep(1)
             try:
-                queue = optuna.load_study(study_name="killed", storage=storage)
+                trials = optuna.load_study(study_name="killed", storage=storage).trials
             except (KeyError, optuna.exceptions.StorageInternalError):
                 continue  # not created yet, or the worker is creating Optuna's tables
-            if any(t.state == TrialState.RUNNING for t in queue.trials):
-                break
+            if any(t.state == TrialState.RUNNING for t in trials) and mlflow.search_runs(
+                    search_all_experiments=True, output_format="list",
+                    filter_string="tags.study_task != '' and attributes.status = 'RUNNING'"):
+                break  # a task taken, and its MLflow run begun
         else:
             victim.kill()
             pytest.fail("no final run started")
         victim.send_signal(signal.SIGKILL)
         victim.wait()
         (out,) = finished(worker(tmp_path, storage, "killed", "killed"))
-        queue = optuna.load_study(study_name="killed", storage=storage)
-    lost = [t for t in queue.trials if "lost" in t.user_attrs]
+        trials = optuna.load_study(study_name="killed", storage=storage).trials
+    lost = [t for t in trials if "lost" in t.user_attrs]
     assert len(lost) == 1 and "is gone" in lost[0].user_attrs["lost"]
-    assert sum(t.state == TrialState.COMPLETE for t in queue.trials) == 4
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 4
     parent, runs = study_runs("killed")  # nothing left RUNNING
     assert parent.info.status == "FINISHED"
     killed = [r for r in runs if r.info.status == "KILLED" and "study_task" in r.data.tags]

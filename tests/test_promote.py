@@ -159,3 +159,20 @@ def test_replace_champion_with_a_candidate_at_chance_and_a_champion_promoted_aga
     assert "challenger" in out and "evidence is gone, but this one is not better than chance" \
         in out
     assert aliases()[CHAMPION] == old.version  # not replaced by a run at chance
+
+
+def test_registered_names_derive_from_the_data_identity() -> None:
+    from tracking.comparison.promotion import registry_name, registry_name_of
+
+    assert registry_name("digits") == "digits-classifier"  # a built-in data set: its name
+    assert registry_name("folder", "/data/pets", "3f2a9c1e77aa0011") == \
+        "pets-3f2a9c1e-classifier"
+    assert registry_name("folder", "/data/pets", "0000ffff77aa0011") != \
+        registry_name("folder", "/data/pets", "3f2a9c1e77aa0011")  # same name, other files
+    assert registry_name("folder", "/data/my photos (2024)", "abcdef0123456789") == \
+        "my_photos_2024-abcdef01-classifier"
+    assert registry_name("folder", "/data/pets/labels.csv", "abcdef0123456789") == \
+        "labels-abcdef01-classifier"  # a manifest named itself
+    assert registry_name("folder", "/data/pets") == "folder-classifier"  # a run before digests
+    assert registry_name_of({"dataset": "'folder'", "data_source": "/d/x",
+                             "data_digest": "12345678abcdabcd"}) == "x-12345678-classifier"

@@ -29,7 +29,7 @@ from tracking.cli import (
     unquote,
 )
 from tracking.config import Config, check_model, load_for
-from tracking.data.loaders import LOADERS
+from tracking.data.loaders import ARRAYS, LOADERS
 from tracking.precision import PRECISIONS
 from tracking.store.connect import check_artifact_location, ensure_experiment
 from tracking.store.lifecycle import StopRun, TrackingOffline, launched_experiment
@@ -46,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=d.model,
                    help=f"one of {', '.join(MODELS)}, or a factory as module:attribute "
                         "(e.g. keras.applications:EfficientNetV2B0)")
-    p.add_argument("--dataset", default=d.dataset, help=f"one of {', '.join(LOADERS)}")
+    p.add_argument("--dataset", default=d.dataset,
+                   help=f"one of {', '.join(n for n in LOADERS if n != ARRAYS)}")
     p.add_argument("--data-dir", default=d.data_dir,
                    help="folder data set, or the folder holding Fashion-MNIST's IDX files")
     p.add_argument("--epochs", type=auto_or_number(int, "epochs"), default=d.epochs,

@@ -18,7 +18,7 @@ from tracking.cli import (
     sigterm_as_interrupt,
 )
 from tracking.config import Config, check_model, load_for
-from tracking.data.loaders import LOADERS
+from tracking.data.loaders import ARRAYS, LOADERS
 from tracking.precision import PRECISIONS
 from tracking.store.connect import check_artifact_location, ensure_experiment
 from tracking.store.lifecycle import launched_experiment
@@ -41,7 +41,8 @@ def build_parser(prog: str, description: str, model: str | None) -> argparse.Arg
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=model, required=model is None,
                    help=f"one of {', '.join(MODELS)}, or a factory as module:attribute")
-    p.add_argument("--dataset", default=d.dataset, help=f"one of {', '.join(LOADERS)}")
+    p.add_argument("--dataset", default=d.dataset,
+                   help=f"one of {', '.join(n for n in LOADERS if n != ARRAYS)}")
     p.add_argument("--data-dir", default=d.data_dir,
                    help="folder data set, or the folder holding Fashion-MNIST's IDX files")
     p.add_argument("--n-trials", type=number(int, "n-trials"), default=d.n_trials,

@@ -59,6 +59,7 @@ class RunSummary:
     # what makes runs comparable (`assign_sections`, `budget_of`); `dataset` becomes the
     # label of the run's data identity
     data_source: str = ""  # the data_source param: a folder's path, or where files came from
+    data_digest: str = ""  # the data_digest param: a folder's files and labels ("" if none)
     image_size: int | None = None
     limit: int = 0  # --limit: a subset of the images (a smoke run)
     epochs_bound: int | None = None  # the epochs it was allowed (effective_epochs)
@@ -185,11 +186,18 @@ class TuningSummary:
     metrics: dict[str, float]
 
 
-def data_identity(s: RunSummary) -> tuple[str, str, tuple[str, ...], int | None]:
-    """What a run's test accuracy is about: the data set, its source where the data set is
-    a folder (two folders are two data sets), the class names and the image size."""
-    source = s.data_source if s.dataset == "folder" else ""
-    return s.dataset, source, tuple(s.class_names), s.image_size
+OWN_DATA = ("folder", "arrays")  # the user's own data sets (folders, tracking.api's arrays)
+
+
+def data_identity(s: RunSummary) -> tuple[str, str, str, tuple[str, ...], int | None]:
+    """What a run's test accuracy is about: (data set, source, digest, class names, image
+    size). The source (the `data_source` param) counts for the user's own data (`OWN_DATA`:
+    two folders are two data sets, whatever their class names), and so does the digest of
+    the files and labels (`data_digest`, logged by runs on folder data) wherever a run
+    logged one: a folder whose files changed between two runs is two data sets too. A
+    built-in data set is its name (Fashion-MNIST read from two places is one data set)."""
+    source = s.data_source if s.dataset in OWN_DATA or s.data_digest else ""
+    return s.dataset, source, s.data_digest, tuple(s.class_names), s.image_size
 
 
 def pool_image_sizes(summaries: Sequence[RunSummary]) -> None:
@@ -213,25 +221,30 @@ def pool_image_sizes(summaries: Sequence[RunSummary]) -> None:
 def assign_sections(summaries: Sequence[RunSummary]) -> None:
     """Set each summary's `dataset` to the label of its data identity (`data_identity`): the
     data set's name, and where two identities share it, what tells them apart (the folder's
-    name, the image size, the class count), made safe for a file name. Runs of different
-    identities are never grouped, ranked or drawn together."""
+    name, the image size, the class count; the first 8 digits of the data digest where that
+    is still not enough), made safe for a file name. Runs of different identities are never
+    grouped, ranked or drawn together."""
     identities = {id(s): data_identity(s) for s in summaries}
     by_name: dict[str, set] = {}
     for ident in identities.values():
         by_name.setdefault(ident[0], set()).add(ident)
     labels: dict[tuple, str] = {}
     for name, idents in by_name.items():
+        plain: dict[tuple, str] = {}
         for ident in sorted(idents, key=repr):
-            _, source, classes, size = ident
+            _, source, _, classes, size = ident
             parts = [name]
             if len(idents) > 1:
                 if len({i[1] for i in idents}) > 1 and source:
                     parts.append(Path(source).name or source)
-                if len({i[3] for i in idents}) > 1 and size:
+                if len({i[4] for i in idents}) > 1 and size:
                     parts.append(f"{size}px")
-                if len({i[2] for i in idents}) > 1:
+                if len({i[3] for i in idents}) > 1:
                     parts.append(f"{len(classes)}classes")
-            label = re.sub(r"[^A-Za-z0-9_.-]+", "_", "-".join(parts))
+            plain[ident] = re.sub(r"[^A-Za-z0-9_.-]+", "_", "-".join(parts))
+        for ident, label in plain.items():
+            if ident[2] and list(plain.values()).count(label) > 1:  # same folder name, other files
+                label += f"-{ident[2][:8]}"
             while label in labels.values():
                 label += "-2"
             labels[ident] = label

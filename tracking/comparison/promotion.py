@@ -4,18 +4,21 @@ beating the champion on the same test images (the rules: `python -m tracking.pro
     p = promote(run_id, runs=[other_seed_run_ids], name="digits-classifier")
     p.alias, p.version, p.reason                     # "champion" or "challenger"
 
-Models are registered per data set (`registry_name`), carry MLflow's aliases (stages are
-deprecated) and the tags `seed_runs` (every run judged with the version) and `test_digest` (the
-test split it was judged on). The test is `tracking.comparison.paired`'s: McNemar's exact test
-for one run a side, else the paired bootstrap; the decision and its figures go on the
-candidate's run (`log_decision`).
+Models are registered per data identity (`registry_name`: `digits-classifier` for a built-in
+data set, `<folder name>-<8 hex digits of its data digest>-classifier` for folder data), carry
+MLflow's aliases (stages are deprecated) and the tags `seed_runs` (every run judged with the
+version) and `test_digest` (the test split it was judged on). The test is
+`tracking.comparison.paired`'s: McNemar's exact test for one run a side, else the paired
+bootstrap; the decision and its figures go on the candidate's run (`log_decision`).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import PurePath
 
 import mlflow
 import pandas as pd
@@ -56,8 +59,30 @@ class Promotion:
     result: PairedResult | None
 
 
-def registry_name(dataset: str) -> str:
-    return f"{dataset}-classifier"
+def registry_name(dataset: str, source: str = "", digest: str = "") -> str:
+    """The registered model that a run's models go to, from its data identity (its params
+    `dataset`, `data_source`, `data_digest`): `<dataset>-classifier` for a built-in data set
+    (`digits-classifier`); where the run logged a data digest (folder data, whatever its
+    layout), `<name>-<the digest's first 8 hex digits>-classifier`, `<name>` the folder's
+    name (a manifest named other than metadata.csv: its file name without .csv) with every
+    run of characters other than ASCII letters, digits, `_`, `.` and `-` made one `_`
+    (`pets-3f2a9c1e-classifier`). So two folder data sets never share a registered model,
+    even with the same folder name and class names, while one folder copied elsewhere (the
+    same files, sizes, labels and splits) keeps its name. A folder run logged before data
+    digests existed keeps `folder-classifier`."""
+    if not digest:
+        return f"{dataset}-classifier"
+    name = PurePath(source).name if dataset == "folder" and source else dataset
+    name = name[:-4] if name.lower().endswith(".csv") else name
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_.") or dataset
+    return f"{name}-{digest[:8]}-classifier"
+
+
+def registry_name_of(params: Mapping[str, str]) -> str:
+    """`registry_name` of a run's params (as logged; `mlflow run` quotes some)."""
+    return registry_name(unquote(params.get("dataset", "unknown")),
+                         unquote(params.get("data_source", "")),
+                         unquote(params.get("data_digest", "")))
 
 
 def split_of(run_ids: Sequence[str], side: str) -> tuple[str, list]:
@@ -148,7 +173,8 @@ def decide(result: PairedResult) -> tuple[str, str]:
 
 def promote(run_id: str, runs: Sequence[str] = (), name: str = "",
             replace_champion: bool = False) -> Promotion:
-    """Register run `run_id`'s model under `name` (default `<dataset>-classifier`) and give it
+    """Register run `run_id`'s model under `name` (default `registry_name_of` its params:
+    `<dataset>-classifier`, or for folder data `<folder>-<digest>-classifier`) and give it
     `champion` or `challenger` by the rule in the module docstring; log the decision on the
     run. A champion whose evidence is gone (its run deleted, or its predictions table
     unreadable) cannot be beaten: with `replace_champion` the candidate is judged as a first
@@ -160,7 +186,7 @@ def promote(run_id: str, runs: Sequence[str] = (), name: str = "",
         run = client.get_run(run_id)
     except MlflowException:
         raise PromoteError(f"no run {run_id!r} in {mlflow.get_tracking_uri()}") from None
-    name = name or registry_name(unquote(run.data.params.get("dataset", "unknown")))
+    name = name or registry_name_of(run.data.params)
     check_name(name)
     ids = list(dict.fromkeys([run_id, *runs]))
     digest, candidate = split_of(ids, "candidate")

@@ -6,9 +6,12 @@
 
 Images are resized once, here, and stay uint8 until they reach the model (which scales
 them on the accelerator). Adding a data set is one loader and one line in `LOADERS`.
-A folder data set is listed here, subsampled (`limit`) by its file list, and read through the
-on-disk cache of `tracking.data.image_cache` (each file by `tracking.data.images.read_image`);
-splits too large for memory stay memory-mapped files.
+A folder data set (class folders, split folders or a manifest: `tracking.data.layouts`) is
+listed, subsampled (`limit`) by its file list, and read through the on-disk cache of
+`tracking.data.image_cache` (each file by `tracking.data.images.read_image`), every split's
+files in one cache entry; splits too large for memory stay memory-mapped files. A split the
+data set gives (Fashion-MNIST's test images, a folder's val/ or test/) is kept as that split;
+only the others are carved (`tracking.data.splits.Splits`).
 """
 
 from __future__ import annotations
@@ -20,8 +23,8 @@ import numpy as np
 
 from tracking.data.image_cache import CachedImages, available_memory, cached_images, take
 from tracking.data.images import LeftOut, to_rgb_size
-from tracking.data.loaders import LOADERS, DataError, ImageFiles
-from tracking.data.splits import Splits, kept_rows
+from tracking.data.loaders import LOADERS, DataError, ImageFiles, RawData
+from tracking.data.splits import Splits, kept_rows, stratified_subset
 
 DIGEST_ROWS = 1024  # images hashed into a split's digest (plus its shape and every label)
 
@@ -44,6 +47,8 @@ class Dataset:
     y_test: np.ndarray
     skipped: tuple[str, ...] = ()
     left_out: tuple[LeftOut, ...] = ()  # folder data: every file not read, and why
+    layout: str = ""  # folder data: class folders, split folders or manifest
+    digest: str = ""  # folder data: the identity of its files and labels (all, before limit)
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -108,58 +113,78 @@ def load_dataset(
     limit: int | None = None,
     in_memory: bool | None = None,
     full_test: bool = False,
+    raw: RawData | None = None,
 ) -> Dataset:
-    """Load data set `name`, split it and bring every image to (image_size, image_size, 3) uint8.
+    """Load data set `name` (or the given `raw` data: arrays from `tracking.api`), split it
+    and bring every image to (image_size, image_size, 3) uint8.
 
     `limit` keeps a stratified, seeded subset of at most that many images before splitting
-    (for smoke runs; a folder's other files are never read). A data set with its own test
-    split (Fashion-MNIST) then keeps the first `max(limit // 4, 2 * classes)` of its test
-    images, or all of them with `full_test` (a model trained on a subset, scored on the
-    official test split). Folder data: `in_memory` None
-    keeps the splits in memory when they take at most half the available memory, else in
-    memory-mapped files (np.memmap) in the cache folder; True or False forces either.
-    Raises DataError with a one-line explanation when the data cannot be had or split.
+    (for smoke runs; a folder's other files are never read). A split the data set gives
+    (Fashion-MNIST's test images, a folder's val/ or test/ or a manifest's split column) is
+    that split; then `limit` keeps `max(limit // 4, 2 * classes)` of it (the first ones of an
+    array, a stratified, seeded subset of a folder's files), and `full_test` keeps the whole
+    given test split (a model trained on a subset, scored on the official test split).
+    Folder data: `in_memory` None keeps the splits in memory when they take at most half the
+    available memory, else in memory-mapped files (np.memmap) in the cache folder; True or
+    False forces either. Raises DataError (or SplitError) with a one-line explanation when
+    the data cannot be had or split.
     """
-    if name not in LOADERS:
+    if raw is None and name not in LOADERS:
         raise DataError(f"unknown dataset {name!r}; choose one of: {', '.join(LOADERS)}")
-    raw = LOADERS[name](data_dir=data_dir)
+    raw = LOADERS[name](data_dir=data_dir) if raw is None else raw
     names, folder = raw.class_names, isinstance(raw.x, ImageFiles)
     check_labels(raw.y, len(names), name)
-    splits = Splits(test_split, val_split, own_test=raw.x_test is not None)
+    splits = Splits(test_split, val_split, own_test=raw.x_test is not None,
+                    own_val=raw.x_val is not None)
     splits.check(np.bincount(raw.y, minlength=len(names)), names, folder)
+    # each part: (images or files, labels, the rows kept); "pool" is what splits are carved from
     keep = kept_rows(raw.y, limit, seed, splits, names, folder)
-    x_test, y_test = raw.x_test, raw.y_test
-    if x_test is not None and len(keep) < len(raw.y) and not full_test:  # in proportion
-        n = max(limit // 4, 2 * len(names))
-        x_test, y_test = x_test[:n], y_test[:n]
-        check_labels(y_test, len(names), f"{name} test part (first {n} images)")
-    y, skipped = raw.y[keep], ()
-    if folder:
-        files = ImageFiles(raw.x.root, tuple(raw.x.files[i] for i in keep))
-        rows, good, skipped = read_folder(files, image_size, skip_bad_images)
-        y = y[good]
+    parts = {"pool": (raw.x, raw.y, keep)}
+    for part, x, labels in (("val", raw.x_val, raw.y_val), ("test", raw.x_test, raw.y_test)):
+        if x is None:
+            continue
+        rows = np.arange(len(labels))
+        if len(keep) < len(raw.y) and not (part == "test" and full_test):  # in proportion
+            n = max(limit // 4, 2 * len(names))
+            rows = stratified_subset(labels, n, seed) if folder else rows[:n]
+            check_labels(labels[rows], len(names),
+                         f"{name} {part} part ({len(rows)} of {len(labels)} images)")
+        parts[part] = (x, labels, rows)
+    y = {part: np.asarray(labels[rows], np.int64) for part, (_, labels, rows) in parts.items()}
+    skipped: tuple[str, ...] = ()
+    if folder:  # every part's files in one cache entry, in part order
+        files = ImageFiles(raw.x.root, tuple(x.files[i] for x, _, rows in parts.values()
+                                             for i in rows))
+        cached, good, skipped = read_folder(files, image_size, skip_bad_images)
+        start, at = 0, {}  # part -> rows of the cache holding its readable images
+        for part, (_, _, rows) in parts.items():
+            mine = good[(good >= start) & (good < start + len(rows))]
+            at[part], y[part], start = mine, y[part][mine - start], start + len(rows)
         if skipped:
-            splits.check(np.bincount(y, minlength=len(names)), names, folder,
+            splits.check(np.bincount(y["pool"], minlength=len(names)), names, folder,
                          fix="replace the unreadable files")
+            for part in parts.keys() - {"pool"}:
+                check_labels(y[part], len(names), f"{name} {part} part without its "
+                             "unreadable files (replace them)")
         if in_memory is None:
             in_memory = len(good) * image_size ** 2 * 3 <= available_memory() // 2
-    else:
-        rows, good = raw.x[keep], np.arange(len(keep))
-    train, val, test = splits.split(y, seed)
 
-    def images(part: np.ndarray) -> np.ndarray:
+    def images(part: str, index: np.ndarray | None = None) -> np.ndarray:
+        """The part's kept images at `index` (all of them for None), resized."""
         if folder:
-            return take(rows, good[part], in_memory)
-        return to_rgb_size(rows[part], image_size)
+            rows = at[part] if index is None else at[part][index]
+            return take(cached, rows, in_memory)
+        x, _, rows = parts[part]
+        return to_rgb_size(x[rows if index is None else rows[index]], image_size)
 
-    if test is not None:
-        x_test, y_test = images(test), y[test]
+    train, val, test = splits.split(y["pool"], seed)
+    x_val, y_val = (images("val"), y["val"]) if val is None else \
+        (images("pool", val), y["pool"][val])
+    x_test, y_test = (images("test"), y["test"]) if test is None else \
+        (images("pool", test), y["pool"][test])
     return Dataset(
         name=name, class_names=names, source=raw.source,
-        x_train=images(train), y_train=np.asarray(y[train], np.int64),
-        x_val=images(val), y_val=np.asarray(y[val], np.int64),
-        x_test=to_rgb_size(x_test, image_size), y_test=np.asarray(y_test, np.int64),
-        skipped=skipped, left_out=raw.left_out,
+        x_train=images("pool", train), y_train=y["pool"][train],
+        x_val=x_val, y_val=y_val, x_test=x_test, y_test=y_test,
+        skipped=skipped, left_out=raw.left_out, layout=raw.layout, digest=raw.digest,
     )
-
-

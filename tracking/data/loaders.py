@@ -3,6 +3,10 @@
     raw = LOADERS["fashion_mnist"](data_dir=None)   # RawData: x (N, 28, 28) uint8, y, its test part
     raw = LOADERS["folder"](data_dir="photos/")     # RawData: x the image files, not read yet
 
+A folder may be laid out as class folders, split folders (train/val/test) or a manifest
+(metadata.csv): `tracking.data.layouts` lists each, and defines `DataError`, which this module
+passes on (`from tracking.data.loaders import DataError` stays the way to import it).
+
 Adding a data set is one loader (a function `(data_dir: str | None) -> RawData`) and one line
 in `LOADERS`. `tracking.data.dataset.load_dataset` splits and resizes what a loader returns.
 Fashion-MNIST is read from its IDX files (Keras's cache, Debian's `dataset-fashion-mnist` under
@@ -23,8 +27,8 @@ import keras
 import numpy as np
 from sklearn.datasets import load_digits as sklearn_digits
 
-from tracking.data.images import IMAGE_SUFFIXES, ImageFile, LeftOut, list_images
-from tracking.errors import UsageError
+from tracking.data.images import ImageFile, LeftOut
+from tracking.data.layouts import DataError, list_layout
 
 FASHION_FILES = {
     "x_train": "train-images-idx3-ubyte.gz",
@@ -43,10 +47,6 @@ DEBIAN_FASHION_DIR = "/usr/share/datasets/fashion-mnist"
 FLIP_SAFE = {"fashion_mnist", "cifar10"}
 
 
-class DataError(UsageError):
-    """A data set cannot be found or read; the message says where and how to fix it."""
-
-
 @dataclass(frozen=True)
 class ImageFiles:
     """A folder's image files, not read yet: `load_dataset` reads those it keeps."""
@@ -60,16 +60,21 @@ class ImageFiles:
 
 @dataclass(frozen=True)
 class RawData:
-    """What a loader returns: images (N, H, W[, C]) uint8 or files, integer labels, and its
-    test part."""
+    """What a loader returns: images (N, H, W[, C]) uint8 or files, integer labels (N,)
+    int64, and the validation and test parts the data set gives (None: `load_dataset`
+    carves them from x, y with --val-split, --test-split)."""
 
     x: np.ndarray | ImageFiles
     y: np.ndarray
     class_names: tuple[str, ...]
     source: str
-    x_test: np.ndarray | None = None
+    x_test: np.ndarray | ImageFiles | None = None
     y_test: np.ndarray | None = None
     left_out: tuple[LeftOut, ...] = ()  # folder data: every entry not read, and why
+    x_val: ImageFiles | None = None  # folder data: a given validation split
+    y_val: np.ndarray | None = None
+    layout: str = ""  # folder data: how it was laid out (tracking.data.layouts)
+    digest: str = ""  # folder data: its identity, `tracking.data.layouts.identity_digest`
 
 
 def read_idx(path: str | Path) -> np.ndarray:
@@ -149,51 +154,37 @@ def load_cifar10(data_dir: str | None = None) -> RawData:
 
 
 def load_folder(data_dir: str | None = None) -> RawData:
-    """Images in `data_dir/<class name>/**/*.png|jpg|...`, the layout of
-    `keras.utils.image_dataset_from_directory`: listed here (see `tracking.data.images.list_images`
-    for what counts), read by `load_dataset` once it knows which files it keeps.
-    """
+    """A folder data set in any layout `tracking.data.layouts` knows (class folders, split
+    folders, a manifest), listed there: its train files as x, y, a given validation or test
+    split as x_val, x_test (files too), read by `load_dataset` once it knows which files it
+    keeps. Raises DataError (one line) when it cannot be listed."""
     if not data_dir:
         raise DataError(
-            "--dataset folder needs --data-dir PATH (one subfolder of images per class)"
+            "--dataset folder needs --data-dir PATH (one subfolder of images per class, split "
+            "folders train/val/test, or a metadata.csv)"
         )
-    root = Path(data_dir)
-    if not root.is_dir():
-        raise DataError(f"data folder {root} does not exist or is not a folder")
-    left: list[LeftOut] = []
-    class_dirs = []
-    # the data folder and every folder above it: a link to any of them would walk the data
-    # folder (or more) into a class; and each class folder once (a linked copy is no class)
-    above = [root.resolve(), *root.resolve().parents]
-    seen = {(st.st_dev, st.st_ino) for st in map(os.stat, above)}
-    for entry in sorted(root.iterdir()):
-        if entry.name.startswith("."):
-            left.append(LeftOut(entry.name, "hidden"))
-        elif entry.is_dir():
-            st = os.stat(entry)
-            if (st.st_dev, st.st_ino) in seen:
-                left.append(LeftOut(entry.name, "loop"))
-                continue
-            seen.add((st.st_dev, st.st_ino))
-            class_dirs.append(entry)
-        else:
-            left.append(LeftOut(entry.name, "outside a class folder"))
-    if len(class_dirs) < 2:
-        raise DataError(f"data folder {root} must hold at least two class subfolders, "
-                        f"found {len(class_dirs)}")
-    files: list[ImageFile] = []
-    labels: list[int] = []
-    for label, class_dir in enumerate(class_dirs):
-        found, skipped = list_images(class_dir, root, seen)
-        if not found:
-            raise DataError(f"class folder {class_dir} has no readable images "
-                            f"({', '.join(sorted(IMAGE_SUFFIXES))})")
-        files += found
-        labels += [label] * len(found)
-        left += skipped
-    return RawData(ImageFiles(root, tuple(files)), np.asarray(labels, np.int64),
-                   tuple(p.name for p in class_dirs), str(root.resolve()),
-                   left_out=tuple(sorted(left)))
+    listing = list_layout(data_dir)
+
+    def part(name: str) -> tuple[ImageFiles | None, np.ndarray | None]:
+        if not listing.given(name):
+            return None, None
+        rows = listing.rows(name)
+        return (ImageFiles(listing.root, tuple(listing.files[i] for i in rows)),
+                listing.labels[rows])
+
+    (x, y), (x_val, y_val), (x_test, y_test) = (part(name) for name in ("train", "val", "test"))
+    return RawData(x, y, listing.class_names, listing.source, x_test, y_test,
+                   listing.left_out, x_val, y_val, listing.layout, listing.digest)
+
+
+ARRAYS = "arrays"  # the data set of arrays given from Python (tracking.api), never loaded
+
+
+def load_arrays(data_dir: str | None = None) -> RawData:
+    """Arrays exist only in the Python process that gave them: say so (a resume of such a run,
+    or --dataset arrays on a command line)."""
+    raise DataError("dataset 'arrays' is given from Python: tracking.api.train(..., "
+                    "data=(x, y)); its runs cannot be loaded again from the command line")
 
 
 LOADERS: dict[str, Callable[..., RawData]] = {
@@ -202,4 +193,5 @@ LOADERS: dict[str, Callable[..., RawData]] = {
     "mnist": load_mnist,
     "cifar10": load_cifar10,
     "folder": load_folder,
+    ARRAYS: load_arrays,
 }

@@ -10,6 +10,9 @@ them too), the values that ran (`effective_epochs`, `effective_batch_size`,
 (`python_version`, `cpu_model`, `cpu_count`, `keras_devices`, and `accelerator`,
 `accelerator_driver`, `accelerator_memory_mb` where nvidia-ml-py finds a GPU), split sizes and
 `class_names` (only where a comma-joined list is exact: `class_names.json` always is).
+The data's identity: `data_dir` (as given), `data_source` (the folder or file read) and, for
+folder data, `data_digest` (`tracking.data.layouts.identity_digest`: every file's path, size,
+label and split) and `data_layout` (class folders, split folders or manifest).
 Tags: `mlflow.source.git.commit` (the commit of the checkout this code runs from: MLflow's own
 name, so it is the one commit tag) and `git_dirty`. Artifacts: `class_names.json`,
 `packages.txt` (every installed distribution, as `pip freeze` lists them), `git_diff.patch`
@@ -127,6 +130,8 @@ def run_params(requested: Config, config: Config, model: keras.Model, data: Data
         "skipped_images": len(data.skipped),
         "left_out_files": len(data.left_out),
         "data_source": data.source,
+        **({"data_digest": data.digest} if data.digest else {}),
+        **({"data_layout": data.layout} if data.layout else {}),
         "train_pixel_mean": round(pixel_mean(data.x_train), 2),
         "train_image_mean_range": ",".join(f"{v:.1f}" for v in image_mean_range(data.x_train)),
     }
