@@ -548,3 +548,25 @@ def test_the_data_digest_separates_runs_on_one_folder_whose_files_changed() -> N
     # a built-in data set is its name, wherever its files were read from
     fashion = [run(f"/x{i}", "", dataset="fashion_mnist") for i in range(2)]
     assert data_identity(fashion[0]) == data_identity(fashion[1])
+
+
+def test_a_full_run_is_ranked_over_a_smaller_budget(mlflow_uri: str, tmp_path: Path,
+                                                    capsys) -> None:
+    """One run at every image (limit 0) and one at limit 300: the full one is the ranked
+    budget, the other left out as the smoke run (limit 0 once counted as the smallest)."""
+    from tracking import compare
+    from tracking.config import Config
+    from tracking.training.loop import train
+
+    full = train(Config(model="concat_cnn", epochs=1, batch_size=64, checkpoint_every=0,
+                        experiment="budgets"))["run_id"]
+    smoke = train(Config(model="concat_cnn", epochs=1, batch_size=32, limit=300,
+                         checkpoint_every=0, experiment="budgets", seed=1))["run_id"]
+    capsys.readouterr()
+    assert compare.main(["--experiment", "budgets", "--no-log", "--no-latency", "--output",
+                         str(tmp_path / "r")]) == 0
+    out = capsys.readouterr().out
+    ranked = [line for line in out.splitlines() if line.startswith("| 1 |")]
+    assert ranked and full[:8] in ranked[0], out[:3000]
+    left = out.split("Left out of this ranking:")[1]
+    assert smoke[:8] in left and "smoke run: limit 300" in left

@@ -5,6 +5,7 @@ recipe and one for it tuned), a model's inference latency and a tuning study's p
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -274,9 +275,10 @@ def left_out(groups: Sequence[ModelGroup], dataset: str, include_smoke: bool = F
     here = [g for g in groups if g.dataset == dataset]
     budgets = [g.budget for g in here]
 
-    def size(budget: str) -> tuple[int, int, int]:  # most groups, then the larger budget
+    def size(budget: str) -> tuple[int, float, int]:  # most groups, then the larger budget
         run = next(g.runs[0] for g in here if g.budget == budget)
-        return budgets.count(budget), run.limit, run.epochs_bound or 0
+        # limit 0 is every image: the largest, not the smallest, limit
+        return budgets.count(budget), run.limit or math.inf, run.epochs_bound or 0
 
     reference = "" if "" in budgets else max(sorted(set(budgets)), key=size)
     out = [] if include_smoke else [(g, f"smoke run: {g.budget}, the ranked runs' "
