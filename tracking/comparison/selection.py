@@ -167,7 +167,8 @@ def summarize(client: mlflow.MlflowClient, run: Run, scratch: str) -> RunSummary
                         if predictions is not None else {}),
         variant=run.data.tags.get(VARIANT_TAG, ""),
         best_val_accuracy=metrics.get("best_val_accuracy"),
-        data_source=param(run, "data_source"), image_size=_int(param(run, "image_size", "32")),
+        data_source=param(run, "data_source"), data_digest=param(run, "data_digest"),
+        image_size=_int(param(run, "image_size", "32")),
         limit=_int(param(run, "limit", "0")) or 0,
         epochs_bound=_int(param(run, "effective_epochs", param(run, "epochs"))),
         recipe_epochs=(MODELS[param(run, "model")].recipe.epochs
