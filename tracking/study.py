@@ -367,10 +367,9 @@ def close_lost_runs(queue: WorkQueue, parent_id: str) -> None:
     """End KILLED, with stop_reason, the final runs whose task was reclaimed from a dead
     worker (MLflow's state for a run whose process was killed)."""
     client = mlflow.MlflowClient()
-    for trial in queue.trials((TrialState.FAIL,)):
-        if "lost" not in trial.user_attrs:
-            continue
-        experiment = client.get_run(parent_id).info.experiment_id
+    lost = [t for t in queue.trials((TrialState.FAIL,)) if "lost" in t.user_attrs]
+    experiment = client.get_run(parent_id).info.experiment_id if lost else ""
+    for trial in lost:
         for run in client.search_runs([experiment], f"tags.{TASK_TAG} = '{trial.number}' and "
                                                     f"attributes.status = 'RUNNING'"):
             if run.data.tags.get(MLFLOW_PARENT_RUN_ID) == parent_id:
