@@ -16,8 +16,13 @@ from models._common import check_common, check_weights, dense_head
 CONCAT_BLOCKS = (32, 64, 128)
 # kernel size of each parallel pair inside a block
 PAIR_KERNELS = (3, 5)
-# entry pool, two average pools and the exit pool each halve the side
-CONCAT_MIN_SIZE = 8
+# Smallest image side that builds and trains: with the default entry_pool_strides=2 and the
+# three CONCAT_BLOCKS, the entry max-pool, the average pools after blocks 1 and 2 and the exit
+# max-pool each halve the side (2x2, "valid", rounding down): four halvings, 16 -> 8 -> 4 -> 2
+# -> 1, while 15 -> 7 -> 3 -> 1 -> 0 leaves the exit pool nothing (8 fails there too). With
+# entry_pool_strides=1 ("same") the entry pool keeps the side and 8 would do, but the limit is
+# the model's, whatever its options, so it holds for the default.
+CONCAT_MIN_SIZE = 16
 
 
 def concat_block(

@@ -212,6 +212,29 @@ def test_default_takes_the_latest_run_of_each_model(mlflow_uri: str, tmp_path: P
     assert "# Model comparison: latest" in capsys.readouterr().out
 
 
+def test_a_report_over_every_experiment_names_the_one_its_runs_are_in(
+        mlflow_uri: str, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No --experiment searches every experiment; when every compared run is in one, the
+    title names it, and says `all experiments` only when they are spread over several."""
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
+    mlflow.set_experiment("empty-one")  # a second experiment, without training runs
+    log_fake_training_run("solo", "vgg19", 0, 0.9)
+    log_fake_training_run("solo", "resnet50", 0, 0.8)
+    assert compare.main(["--output", str(tmp_path / "r"), "--no-log", "--no-latency"]) == 0
+    md = (tmp_path / "r" / "comparison.md").read_text()
+    assert md.startswith("# Model comparison: solo\n")
+    capsys.readouterr()
+
+    log_fake_training_run("elsewhere", "concat_cnn", 0, 0.7)
+    assert compare.main(["--output", str(tmp_path / "s"), "--no-log", "--no-latency"]) == 0
+    md = (tmp_path / "s" / "comparison.md").read_text()
+    assert md.startswith("# Model comparison: all experiments\n")
+    # the Python API without a title: the experiment's name, not its id
+    exp = mlflow.get_experiment_by_name("solo").experiment_id
+    assert build_report([exp], tmp_path / "t", latency=False).markdown.startswith(
+        "# Model comparison: solo\n")
+
+
 def test_default_leaves_fair_study_runs_to_their_own_report(mlflow_uri: str,
                                                            tmp_path: Path) -> None:
     """A fair study's tuned runs are not ranked against runs trained apart; a data set only
@@ -522,6 +545,85 @@ def test_two_folder_data_sets_with_one_name_are_two_sections_and_two_registered_
     names = {Path(r.data.params["data_source"]).parent.name: promote(r.info.run_id).name
              for r in runs}
     assert names == {k: f"pets-{d[:8]}-classifier" for k, d in digests.items()}
+
+
+def test_a_batch_cut_to_a_small_train_split_is_labelled_capped(mlflow_uri: str, tmp_path: Path,
+                                                               capsys) -> None:
+    """A folder whose train split is smaller than --batch-size 64 trains at its whole split:
+    the report says the batch was capped from the one asked for; a batch that fit does not."""
+    from tracking.train import main
+
+    write_pets(tmp_path / "pets", 12, 0)
+    for batch in ("64", "8"):
+        assert main(["--model", "concat_cnn", "--dataset", "folder", "--data-dir",
+                     str(tmp_path / "pets"), "--epochs", "1", "--image-size", "16",
+                     "--batch-size", batch, "--experiment", "capped", "--no-system-metrics",
+                     "--checkpoint-every", "0"]) == 0
+    runs = mlflow.search_runs(experiment_names=["capped"], output_format="list")
+    params = {r.data.params["batch_size"]: r.data.params for r in runs}
+    train_size = int(params["64"]["train_size"])
+    assert train_size < 64 and params["64"]["effective_batch_size"] == str(train_size)
+    assert f"batch size 64 cut to {train_size}" in capsys.readouterr().err
+    md = build_report([mlflow.get_experiment_by_name("capped").experiment_id],
+                      tmp_path / "r", filter_string="params.model = 'concat_cnn'",
+                      latency=False, include_smoke=True).markdown
+    # capped: still the recipe's setting, so its 1 epoch is a cut budget (a smoke run); with
+    # a batch of its own the epochs are part of its setting
+    assert f"| concat_cnn (batch {train_size}, capped from 64) [1 epochs] | folder |" in md
+    assert "| concat_cnn (1 epochs, batch 8) | folder |" in md
+
+
+def tiny_cnn(input_shape: tuple[int, int, int] | None = None, classes: int = 10):
+    """A model small enough to train for real at its recipe's epochs in a test."""
+    import keras
+
+    inputs = keras.Input(input_shape or (16, 16, 3), name="image")
+    x = keras.layers.Conv2D(4, 3, activation="relu", name="conv")(inputs)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    outputs = keras.layers.Dense(classes, activation="softmax", name="predictions")(x)
+    return keras.Model(inputs, outputs, name="tiny_cnn")
+
+
+def test_a_tuned_run_with_fewer_epochs_than_the_recipe_is_no_smoke_run(
+        mlflow_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Trained for real in one store: the model at its recipe (3 epochs) and tuned (1 epoch,
+    the tuning's choice, tagged `study_variant=tuned` as the fair study tags it). Its epochs
+    are a tuned setting, not a smaller budget: both are in the table and judged against each
+    other, nothing is left out as smoke. An untagged run cut to 1 epoch still is."""
+    from models import MODELS, ModelSpec, Recipe
+    from tracking.comparison.groups import RECIPE
+    from tracking.config import Config
+    from tracking.training.loop import train
+
+    monkeypatch.setitem(MODELS, "tiny_cnn", ModelSpec(
+        tiny_cnn, Recipe(epochs=3, batch_size=64, learning_rate=3e-3), min_image_size=16))
+    common = dict(model="tiny_cnn", image_size=16, experiment="tuned-epochs",
+                  checkpoint_every=0, system_metrics=False)
+    recipe = train(Config(**common), tags={VARIANT_TAG: RECIPE})["run_id"]
+    tuned = train(Config(**common, epochs=1, batch_size=32, learning_rate=1e-2),
+                  tags={VARIANT_TAG: TUNED, "tuning_run_id": "0" * 32, "tuned_trial": "2"}
+                  )["run_id"]
+    cut = train(Config(**common, epochs=1))["run_id"]
+    # the tuned setting trained again by hand, untagged: its own setting, not a cut budget
+    by_hand = train(Config(**common, epochs=1, batch_size=32, learning_rate=1e-2))["run_id"]
+    runs = {r: mlflow.get_run(r).data.params["effective_epochs"]
+            for r in (recipe, tuned, cut, by_hand)}
+    assert runs == {recipe: "3", tuned: "1", cut: "1", by_hand: "1"}
+
+    report = build_report([mlflow.get_experiment_by_name("tuned-epochs").experiment_id],
+                          tmp_path / "r", filter_string="params.model = 'tiny_cnn'",
+                          latency=False)
+    md = report.markdown
+    table = md[md.index("| Rank | Model"):md.index("### Ranking")]
+    assert "| 1 | tiny_cnn (tuned) | digits | 1 |" in table and tuned[:8] in table
+    assert "| – | tiny_cnn (recipe) | digits | 1 |" in table and recipe[:8] in table
+    assert "[1 epochs]" not in table  # the tuned row carries no budget
+    assert "### Recipe against tuned" in md
+    assert [line for line in md.splitlines() if line.startswith("| tiny_cnn | ")]
+    assert "tiny_cnn (1 epochs, batch 32, lr 0.01)" in table and by_hand[:8] in table
+    left = md.split("Left out of this ranking:")[1].split("###")[0]
+    assert tuned[:8] not in left and recipe[:8] not in left and by_hand[:8] not in left
+    assert cut[:8] in left and "tiny_cnn [1 epochs]" in left and "smoke run: 1 epochs" in left
 
 
 def test_the_data_digest_separates_runs_on_one_folder_whose_files_changed() -> None:

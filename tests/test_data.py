@@ -563,7 +563,7 @@ def test_a_bad_manifest_exits_2_before_any_run(mlflow_uri: str, tmp_path: Path, 
     write_manifest(tmp_path / "m", rows, columns=columns)
     with pytest.raises(SystemExit) as exit_info:
         main(["--model", "concat_cnn", "--dataset", "folder", "--data-dir",
-              str(tmp_path / "m"), "--epochs", "1", "--image-size", "8"])
+              str(tmp_path / "m"), "--epochs", "1", "--image-size", "16"])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("python -m tracking.train: error: manifest ")

@@ -33,7 +33,7 @@ def test_the_quick_start_run_is_found_by_compare_and_the_ui_link(
 
     assert compare.main(["--output", str(tmp_path / "report")]) == 0
     out, err = capsys.readouterr()
-    assert run_id in out and "# Model comparison: all experiments" in out
+    assert run_id in out and "# Model comparison: Default\n" in out  # its one experiment
     assert "runs table of 'Default': http://127.0.0.1:5000/#/experiments/0/runs?" in err
 
     assert server.main(["ui", "--ui-url", "http://127.0.0.1:8080"]) == 0

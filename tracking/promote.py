@@ -2,12 +2,16 @@
 
     python -m tracking.promote --run-id ID [--runs ID,ID] [--name NAME]
 
-Models are registered per data set (`<dataset>-classifier`, --name to change) and carry
-MLflow's aliases (stages are deprecated). The candidate is the model logged by --run-id,
-registered as a new version unless it already is one; --runs names other runs of the same
-setting (other seeds) that are judged with it. The current champion is judged by its
-version's run and the runs listed in its `seed_runs` tag. Both sides' per-image test
-predictions (`predictions.json`) must be on one test split (the same `test_digest`):
+Models are registered per data identity (--name to change): `<dataset>-classifier` for a
+built-in data set (`digits-classifier`), `<folder>-<8 hex>-classifier` for folder data, the
+folder's name (a manifest's file name without .csv) with each run of characters other than
+letters, digits, `_`, `.` and `-` made one `_`, and the first 8 hex digits of the run's
+`data_digest` (`pets-3f2a9c1e-classifier`; a folder run logged before data digests existed:
+`folder-classifier`). They carry MLflow's aliases (stages are deprecated). The candidate is the
+model logged by --run-id, registered as a new version unless it already is one; --runs names
+other runs of the same setting (other seeds) that are judged with it. The current champion is
+judged by its version's run and the runs listed in its `seed_runs` tag. Both sides' per-image
+test predictions (`predictions.json`) must be on one test split (the same `test_digest`):
 different splits are refused with exit status 2, before anything is registered.
 
 The test (`tracking.comparison.paired`): McNemar's exact test for one run on each side, else the
@@ -42,7 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", default="",
                    help="comma-separated runs of the same setting (other seeds) judged with it")
     p.add_argument("--name", default="",
-                   help="registered model (default: <dataset>-classifier)")
+                   help="registered model (default from the run's data: <dataset>-classifier for "
+                        "a built-in data set, <folder>-<8 hex of data_digest>-classifier for "
+                        "folder data)")
     p.add_argument("--replace-champion", action="store_true",
                    help="when the champion's run or predictions are gone: judge the candidate "
                         "against chance alone, as a first champion")

@@ -66,16 +66,21 @@ class RunSummary:
     epochs_bound: int | None = None  # the epochs it was allowed (effective_epochs)
     recipe_epochs: int | None = None  # its model's recipe's (registry)
     setting: str = ""  # how its settings depart from the recipe: `30 epochs, batch 128`
+    epochs_set: bool = False  # its epochs are part of its own setting, not a cut budget
 
 
     @property
     def budget(self) -> str:
         """"" for a run at its full budget, else what cut it: `limit 200`, `2 epochs` (an
         epochs bound below its recipe's; the same words for every model, so runs all cut to
-        one bound compare)."""
+        one bound compare). A fair study's runs (`variant`) are never cut by epochs: a tuned
+        run's epochs are a tuned setting (up to its study's max epochs), not a smaller
+        budget, and the recipe runs set beside it are its references; nor is a run whose
+        fewer epochs come with its own batch size or learning rate (`epochs_set`: a tuned
+        setting trained by hand)."""
         parts = [f"limit {self.limit}"] if self.limit else []
         if (self.epochs_bound and self.recipe_epochs and self.epochs_bound < self.recipe_epochs
-                and not self.variant):
+                and not self.variant and not self.epochs_set):
             parts.append(f"{self.epochs_bound} epochs")
         return ", ".join(parts)
 

@@ -247,6 +247,20 @@ class Report:
     include_smoke: bool = False  # smoke runs ranked too
 
 
+def report_title(groups: Sequence[ModelGroup], title: str, experiment_ids: Sequence[str]
+                 ) -> str:
+    """What the report says it compares: `title` (the experiment named), except that a
+    search over every experiment (or no title) whose compared runs are all in one experiment
+    names that experiment; else the searched experiments' ids."""
+    compared = {r.experiment_id for g in groups for r in g.runs}
+    if (title and title != ALL_EXPERIMENTS) or len(compared) != 1:
+        return title or ",".join(experiment_ids)
+    try:
+        return mlflow.MlflowClient().get_experiment(compared.pop()).name
+    except MlflowException:
+        return title or ",".join(experiment_ids)
+
+
 def build_report(
     experiment_ids: Sequence[str], output: str | Path = DEFAULT_OUTPUT, *,
     filter_string: str = "", parent_run_id: str = "", title: str = "",
@@ -301,9 +315,10 @@ def build_report(
                                         for f in folder.glob(pattern))]:
         old.unlink(missing_ok=True)  # an earlier report's files would be logged as this one's
     figures = [path.name for path in write_figures(groups, folder, include_smoke)]
-    markdown = render_markdown(groups, tunings, figures, experiment=title or ",".join(
-        experiment_ids), selection=selection, ui_base=ui_base_url(ui_base), pairs=pairs,
-        include_smoke=include_smoke)
+    markdown = render_markdown(groups, tunings, figures,
+                               experiment=report_title(groups, title, experiment_ids),
+                               selection=selection, ui_base=ui_base_url(ui_base), pairs=pairs,
+                               include_smoke=include_smoke)
     path = folder / REPORT_FILE
     path.write_text(markdown)
     return Report(path, groups, tunings, markdown, pairs, include_smoke)

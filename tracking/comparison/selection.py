@@ -174,29 +174,46 @@ def summarize(client: mlflow.MlflowClient, run: Run, scratch: str) -> RunSummary
         recipe_epochs=(MODELS[param(run, "model")].recipe.epochs
                        if param(run, "model") in MODELS else None),
         setting="" if run.data.tags.get(VARIANT_TAG) else setting_of(run),
+        epochs_set=epochs_are_a_setting(run),
     )
 
 
 def setting_of(run: Run) -> str:
     """How a run's settings depart from its model's recipe, in a few words (`30 epochs, batch
-    128, lr 0.003`; epochs below the recipe's are a budget, not a setting): "" at the recipe."""
+    128, lr 0.003`; a batch cut to a training split smaller than the batch asked for: `batch
+    38, capped from 64`): "" at the recipe. Epochs below the recipe's are a budget (a smoke
+    run, `groups.RunSummary.budget`), not a setting, unless the run also has a batch size or
+    learning rate of its own (a tuned setting trained by hand: `8 epochs, batch 64, lr
+    0.0058`)."""
     model = param(run, "model")
     if model not in MODELS:
         return ""
-    recipe, parts = MODELS[model].recipe, []
-    epochs = _int(param(run, "effective_epochs"))
-    if epochs and epochs > recipe.epochs:
-        parts.append(f"{epochs} epochs")
+    recipe, own = MODELS[model].recipe, []
     batch = _int(param(run, "effective_batch_size"))
-    if batch and batch != recipe.batch_size:
-        parts.append(f"batch {batch}")
+    asked = _int(param(run, "batch_size")) or recipe.batch_size  # "auto": the recipe's
+    capped = ""
+    if batch and batch < asked and batch == _int(param(run, "train_size")):
+        # cut to a training split smaller than one batch (tracking.training.loop)
+        capped = f"batch {batch}, capped from {asked}"
+    elif batch and batch != recipe.batch_size:
+        own.append(f"batch {batch}")
     try:
         rate = float(param(run, "effective_learning_rate"))
     except ValueError:
         rate = recipe.learning_rate
     if abs(rate - recipe.learning_rate) > 1e-12:
-        parts.append(f"lr {rate:g}")
-    return ", ".join(parts)
+        own.append(f"lr {rate:g}")
+    epochs = _int(param(run, "effective_epochs"))
+    if epochs and (epochs > recipe.epochs or (epochs < recipe.epochs and own)):
+        own.insert(0, f"{epochs} epochs")
+    return ", ".join(([capped] if capped else []) + own)
+
+
+def epochs_are_a_setting(run: Run) -> bool:
+    """Whether the run's epochs below its recipe's are part of a setting of its own (with its
+    own batch size or learning rate, `setting_of`), not a cut budget."""
+    epochs = _int(param(run, "effective_epochs"))
+    return bool(epochs) and f"{epochs} epochs" in setting_of(run).split(", ")
 
 
 def read_names_and_confusion(run: Run, scratch: str) -> tuple[list[str], np.ndarray | None]:
