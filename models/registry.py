@@ -165,6 +165,8 @@ class ModelRegistry(MutableMapping[str, ModelSpec]):
     def __init__(self, builtins: dict[str, ModelSpec]) -> None:
         self._specs: dict[str, ModelSpec] = dict(builtins)
         self._builtin_names = tuple(builtins)
+        self._builtins = dict(builtins)
+        self._set_here: set[str] = set()  # names given a spec in this process (`reg[n] = s`)
 
     def entry_points(self) -> dict[str, importlib.metadata.EntryPoint]:
         """The short names installed packages offer (ENTRY_POINT_GROUP)."""
@@ -212,9 +214,20 @@ class ModelRegistry(MutableMapping[str, ModelSpec]):
 
     def __setitem__(self, name: str, spec: ModelSpec) -> None:
         self._specs[name] = spec
+        if self._builtins.get(name) is spec:  # a built-in put back (e.g. by a test's undo)
+            self._set_here.discard(name)
+        else:
+            self._set_here.add(name)
 
     def __delitem__(self, name: str) -> None:
         del self._specs[name]
+        self._set_here.discard(name)
+
+    def in_this_process_only(self, name: str) -> bool:
+        """Whether `name` was given its spec in this process (`registry[name] = spec`), so
+        that a new Python process (a trial process) would not find the same factory; a
+        built-in, an entry point and an import path resolve the same anywhere."""
+        return name in self._set_here
 
     def __iter__(self) -> Iterator[str]:
         """The names to list: the built-ins (and any set here), then entry points; import

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from models import MODELS, ModelSpec, Recipe, build_model
-from tracking.config import Config
+from tracking.config import Config, ConfigError
 from tracking.train import main as train_main
 from tracking.training.loop import train
-from tuning.config import TuneConfig
+from tuning.config import TuneConfig, TuneError
 from tuning.study import run_tuning_study
 
 
@@ -83,6 +83,27 @@ def test_concat_cnn_structure() -> None:
         build_model("concat_cnn", (32, 32, 3), 10, entry_pool_strides=3)
 
 
+def test_concat_cnn_trains_at_its_smallest_size_and_refuses_one_below() -> None:
+    """CONCAT_MIN_SIZE is the true minimum: the default (entry stride 2) builds and trains a
+    step there (and so does stride 1); one pixel less is refused before any model is built."""
+    from models.concat_cnn import CONCAT_MIN_SIZE
+
+    size = CONCAT_MIN_SIZE
+    x = np.random.default_rng(0).random((4, size, size, 3)).astype("float32")
+    for strides in (2, 1):
+        model = build_model("concat_cnn", (size, size, 3), 3, entry_pool_strides=strides)
+        assert model.get_layer("exit_maxpool").output.shape[1] >= 1
+        model.compile("adam", "sparse_categorical_crossentropy")
+        loss = model.train_on_batch(x, np.array([0, 1, 2, 0]))
+        assert np.isfinite(loss)
+    assert MODELS["concat_cnn"].min_image_size == CONCAT_MIN_SIZE
+    with pytest.raises(ConfigError, match=f"concat_cnn needs image_size >= {size}, "
+                                          f"got {size - 1}"):
+        Config(model="concat_cnn", image_size=size - 1)
+    with pytest.raises(ValueError, match=f"at least {size}x{size}"):
+        build_model("concat_cnn", (size - 1, size - 1, 3), 3)
+
+
 def test_applications_models_use_short_batchnorm_memory() -> None:
     model = build_model("resnet50", (32, 32, 3), 10)
     momenta = {layer.momentum for layer in model._flatten_layers()
@@ -117,8 +138,10 @@ def test_a_fifth_model_is_its_factory_and_one_registry_entry(
     assert exit_info.value.code == 2
     assert "tiny_cnn needs image_size >= 16, got 8" in capsys.readouterr().err
 
+    with pytest.raises(TuneError, match="registered in this process only"):
+        run_tuning_study(TuneConfig(model="tiny_cnn", n_trials=1, experiment="fifth-tuning"))
     summary = run_tuning_study(TuneConfig(model="tiny_cnn", n_trials=1, max_epochs=1, limit=120,
-                                   experiment="fifth-tuning"))
+                                          experiment="fifth-tuning", trial_process=False))
     assert summary["trials_complete"] == 1
     # registered as tiny_cnn-tuned exactly when its one trial beats chance
     registered = summary["registered_model"] is not None

@@ -135,7 +135,7 @@ def fair_study(tmp_path: Path, models: str, budget: str, seeds: str) -> tuple:
     out = tmp_path / "fair"
     assert study.main(["--models", models, "--tune-budget", budget, "--seeds", seeds,
                        "--epochs", "1", "--limit", "200", "--experiment", "fair",
-                       "--output", str(out)]) == 0
+                       "--trial-process", "false", "--output", str(out)]) == 0
     client = mlflow.MlflowClient()
     exp = client.get_experiment_by_name("fair")
     (parent,) = client.search_runs([exp.experiment_id], "tags.run_kind = 'study'")

@@ -44,8 +44,11 @@ from tuning.study import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = dict(model="concat_cnn", limit=200, max_epochs=2, experiment="tune")
-TINY_ARGS = ["--model", "concat_cnn", "--limit", "200", "--max-epochs", "2"]
+# in the worker's process: these tests are about the study, tests/test_trial_process.py about
+# trials in processes of their own (the default)
+TINY = dict(model="concat_cnn", limit=200, max_epochs=2, experiment="tune", trial_process=False)
+TINY_ARGS = ["--model", "concat_cnn", "--limit", "200", "--max-epochs", "2",
+             "--trial-process", "false"]
 
 
 def runs_in_store(tmp_path: Path) -> int:
@@ -171,6 +174,7 @@ def test_a_pruned_trial_is_marked_pruned_in_optuna_and_mlflow(mlflow_uri: str,
 def test_resuming_a_study_adds_trials_without_a_second_baseline(mlflow_uri: str,
                                                                 tmp_path: Path) -> None:
     config = TuneConfig(model="concat_cnn", limit=100, max_epochs=1, experiment="tune",
+                        trial_process=False,
                         study_name="resumed", n_trials=2)
     first = run_tuning_study(replace(config, n_trials=1))
     second = run_tuning_study(config)
@@ -398,10 +402,13 @@ def test_mlproject_tune_entry_mirrors_the_command_line() -> None:
         if p["type"] == "path":  # MLflow resolves it against the caller's folder: "." there
             assert (p["default"], defaults[name]) == (".", ""), name
             continue
-        assert p["default"] == defaults[name], name
+        default = str(defaults[name]).lower() if isinstance(defaults[name], bool) \
+            else defaults[name]  # a flag's true/false, as the MLproject writes it
+        assert p["default"] == default, name
         assert f"--{name.replace('_', '-')} {{{name}}}" in spec["command"], name
     assert {"dataset", "data_dir", "n_trials", "timeout", "max_epochs", "study_name", "storage",
-            "seed", "precision", "pruner", "seeds_per_trial", "limit"} == set(spec["parameters"])
+            "seed", "precision", "pruner", "seeds_per_trial", "limit",
+            "trial_process"} == set(spec["parameters"])
     assert spec["command"].startswith("python -m tuning.optuna_resnet")
 
 
@@ -417,8 +424,8 @@ def test_mlproject_generic_tuning_entry_mirrors_python_m_tuning() -> None:
         if name == "model":
             continue
         expected = "." if p["type"] == "path" else p["default"]
-        assert (defaults[name] or ".") == expected if p["type"] == "path" \
-            else defaults[name] == expected, name
+        got = str(defaults[name]).lower() if isinstance(defaults[name], bool) else defaults[name]
+        assert (got or ".") == expected if p["type"] == "path" else got == expected, name
     assert spec["command"].startswith("python -m tuning ")
 
 
@@ -448,7 +455,8 @@ def test_under_mlflow_run_the_launched_run_is_the_parent(
 
 @pytest.mark.slow
 def test_resnet50_two_trial_study(mlflow_uri: str) -> None:
-    summary = run_tuning_study(TuneConfig(n_trials=2, limit=120, max_epochs=1, experiment="tune"))
+    summary = run_tuning_study(TuneConfig(n_trials=2, limit=120, max_epochs=1, experiment="tune",
+                                          trial_process=False))
     assert summary["trials_complete"] + summary["trials_pruned"] == 2
     # one epoch on 96 images: registered only when the best trial beats chance
     if summary["chance_p_value"] < 0.05:

@@ -105,6 +105,9 @@ class StudyConfig:
     promote: bool = True  # fair study: champion or challenger for its best tuned model
     storage: str = ""  # fair study: the Optuna storage its workers share ("" = optuna.db)
     study_name: str = ""  # fair study: its name there ("" = fair-<dataset>-<settings digest>)
+    # each tuning trial in its own process (tuning.trial_process); this worker's choice, not
+    # part of the study's identity (to_params): workers may differ in it
+    trial_process: bool = TuneConfig.trial_process
 
     def __post_init__(self) -> None:
         for name in ("seeds", "tune_trials", "tune_max_epochs", "seeds_per_trial"):
@@ -427,7 +430,8 @@ def run_tuning(config: StudyConfig, parent_run_id: str, model: str,
                       precision=config.precision, pruner=config.pruner,
                       seeds_per_trial=config.seeds_per_trial,
                       seed=config.split_seed if config.fair else 0,
-                      final_test=not config.fair, wait_for_running=config.fair)
+                      final_test=not config.fair, wait_for_running=config.fair,
+                      trial_process=config.trial_process)
     print(f"study: tuning {tune.model} ({tune.n_trials} trial{'' if tune.n_trials == 1 else 's'})",
           file=sys.stderr, flush=True)
     client = mlflow.MlflowClient()  # the parent may be another worker's, not active here
@@ -512,11 +516,15 @@ def build_parser() -> argparse.ArgumentParser:
                    default=d.promote,
                    help="fair study: champion or challenger for its best tuned model "
                         "(tracking.promote); false: register nothing")
-    p.add_argument("--storage", default=d.storage,
+    p.add_argument("--storage", default=d.storage, type=unquote,
                    help="fair study: the Optuna storage its workers share, e.g. "
                         "postgresql://user:pw@host/db (default: optuna.db next to the MLflow "
                         "store); start the same command on N machines, or N times")
-    p.add_argument("--study-name", default=d.study_name,
+    p.add_argument("--trial-process", type=boolean("trial-process"), nargs="?", const=True,
+                   default=d.trial_process, metavar="BOOL",
+                   help="each tuning trial in its own process (docs/tuning.md#each-trial-in-"
+                        "its-own-process)")
+    p.add_argument("--study-name", default=d.study_name, type=unquote,
                    help="fair study: its name in the storage (default: fair-<dataset>-<digest "
                         "of the settings>, so identical commands join one study)")
     return p

@@ -13,6 +13,7 @@ from models import MODELS
 from tracking.cli import (
     CommandParser,
     bad_input_exits,
+    boolean,
     interrupt_status,
     number,
     sigterm_as_interrupt,
@@ -27,6 +28,7 @@ from tuning.config import TuneConfig
 from tuning.report import format_summary
 from tuning.storage import StorageUnavailable, check_storage
 from tuning.study import check_resume, create_study_only, run_tuning_study
+from tuning.trial_process import check_trial_process
 
 EPILOG = ("Every trial is a nested MLflow run of the study's parent run; the best trial's "
           "model is registered as <model>-tuned. Ctrl-C or SIGTERM stops the worker (its "
@@ -71,6 +73,10 @@ def build_parser(prog: str, description: str, model: str | None) -> argparse.Arg
                    help="median (few trials), hyperband (many trials) or none")
     p.add_argument("--seeds-per-trial", type=number(int, "seeds per trial"), metavar="K",
                    default=d.seeds_per_trial, help="seeds per trial; its value is their mean")
+    p.add_argument("--trial-process", type=boolean("trial-process"), nargs="?", const=True,
+                   default=d.trial_process, metavar="BOOL",
+                   help="each trial in its own process (docs/tuning.md#each-trial-in-its-own-"
+                        "process): flat worker memory, a crashed trial fails alone")
     p.add_argument("--create-only", action="store_true",
                    help="create the study and the MLflow tables, then exit (before workers)")
     # internals of the lost-worker retry, for tests (docs/tuning.md#many-workers-one-study)
@@ -88,6 +94,7 @@ def main(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> 
     with bad_input_exits(parser):
         config = TuneConfig(**{k: v for k, v in vars(args).items() if k != "create_only"})
         base = config.base_config()
+        check_trial_process(config)
         check_storage(config.resolved().storage)
         check_resume(config)  # an existing study must have this search space
         # the experiment not deleted, its artifact location writable

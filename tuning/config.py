@@ -47,6 +47,10 @@ class TuneConfig:
     # when the total is taken: wait for trials running elsewhere to end (the fair study's
     # workers, whose next step needs the study's final best trial) instead of leaving
     wait_for_running: bool = False
+    # each trial in a child process of its own (tuning.trial_process): the worker's memory
+    # stays flat and a trial that crashes its process fails alone; in process a ResNet-50
+    # worker grew by about 570 MiB a trial (tuning.memory_benchmark, docs/benchmarks.md)
+    trial_process: bool = True
 
     def __post_init__(self) -> None:
         for name in ("n_trials", "max_epochs", "seeds_per_trial", "heartbeat_interval",

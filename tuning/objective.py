@@ -17,6 +17,8 @@ import keras
 import mlflow
 import numpy as np
 import optuna
+import psutil
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
@@ -35,7 +37,17 @@ from tuning.report import (
 )
 from tuning.space import search_space, suggest, trial_config
 from tuning.storage import RUN_ID_ATTR
+from tuning.trial_process import (
+    PEAK_RSS_ATTR,
+    DataFiles,
+    TrialJob,
+    open_job_study,
+    peak_rss_mib,
+    read_data,
+    run_trial_process,
+)
 
+WORKER_RSS_ATTR = "worker_rss_mib"  # trial user attribute: the worker's RSS after the trial
 INTERRUPTED_ATTR = "interrupted"  # trial user attribute: Ctrl-C or SIGTERM stopped it
 OPTIMIZE_LOGGER = "optuna.study._optimize"  # the logger of Optuna's "Trial N failed" records
 
@@ -74,7 +86,8 @@ class TrialReporter(keras.callbacks.Callback):
 
 
 def objective(trial: optuna.Trial, **kwargs: Any) -> float:
-    """The study's objective (`train_point`); a trial stopped by Ctrl-C or SIGTERM is marked
+    """The study's objective (`train_point`), recording the worker's resident memory after
+    the trial (WORKER_RSS_ATTR, MiB); a trial stopped by Ctrl-C or SIGTERM is marked
     INTERRUPTED_ATTR before Optuna fails it, so that a resumed study enqueues an interrupted
     baseline again (`open_study`), and its runs are tagged `trial_state` FAIL (Optuna calls
     no callback for a trial that Ctrl-C stops)."""
@@ -82,16 +95,53 @@ def objective(trial: optuna.Trial, **kwargs: Any) -> float:
         return train_point(trial, **kwargs)
     except KeyboardInterrupt:
         trial.set_user_attr(INTERRUPTED_ATTR, True)
-        tag_runs(trial_run_ids(trial), TrialState.FAIL)
+        tag_runs(trial_run_ids(stored_trial(kwargs["study"], trial.number)), TrialState.FAIL)
         raise
+    finally:  # how the worker's memory grows over trials (tuning.memory_benchmark)
+        with contextlib.suppress(Exception):  # the storage may be what failed
+            trial.set_user_attr(WORKER_RSS_ATTR, round(
+                psutil.Process().memory_info().rss / 2**20, 1))
 
 
 def train_point(trial: optuna.Trial, *, study: optuna.Study, config: TuneConfig, base: Config,
-                data: Dataset, worker: str, admitted: Callable[[], None]) -> float:
+                data: Dataset, worker: str, admitted: Callable[[], None],
+                data_files: DataFiles | None = None, parent_run_id: str = "") -> float:
     """Train one point of the search space for each of the trial's seeds, each in a nested
-    MLflow run; return the mean OBJECTIVE_METRIC. The trial's user attributes record its runs
-    (RUN_IDS_ATTR; RUN_ID_ATTR and MODEL_URI_ATTR: the seed with the best value), the epochs
-    and wall seconds it spent (BUDGET_ATTRS) and, with several seeds, their values."""
+    MLflow run; return the mean OBJECTIVE_METRIC (`start_point`, then `train_seeds`, here or,
+    given `data_files`, in a trial process of its own under run `parent_run_id`)."""
+    point, tags = start_point(trial, study=study, config=config, data=data, worker=worker,
+                              admitted=admitted)
+    if data_files is None:
+        return train_seeds(trial, point, tags, config=config, base=base, data=data)
+    job = TrialJob(trial_id=trial._trial_id, trial_number=trial.number, point=point,
+                   tags={**tags, MLFLOW_PARENT_RUN_ID: parent_run_id}, config=config,
+                   base=base, pruner=study.pruner, data_dir=data_files.folder,
+                   tracking_uri=mlflow.get_tracking_uri())
+    return run_trial_process(train_in_child, job, study)
+
+
+def train_in_child(job: TrialJob) -> float:
+    """`train_seeds` of `job` in its trial process (`tuning.trial_process`): the same trial of
+    the same study, reopened from the storage. Records the process's peak resident memory on
+    the trial (PEAK_RSS_ATTR); a SIGTERM marks the trial interrupted, as in process."""
+    study = open_job_study(job)
+    trial = optuna.Trial(study, job.trial_id)
+    try:
+        return train_seeds(trial, job.point, job.tags, config=job.config, base=job.base,
+                           data=read_data(job.data_dir))
+    except KeyboardInterrupt:
+        trial.set_user_attr(INTERRUPTED_ATTR, True)
+        tag_runs(trial_run_ids(stored_trial(study, trial.number)), TrialState.FAIL)
+        raise
+    finally:
+        trial.set_user_attr(PEAK_RSS_ATTR, round(peak_rss_mib(), 1))
+
+
+def start_point(trial: optuna.Trial, *, study: optuna.Study, config: TuneConfig, data: Dataset,
+                worker: str, admitted: Callable[[], None]) -> tuple[dict[str, Any],
+                                                                    dict[str, str]]:
+    """Let the next worker in, sample the trial's point of the search space and return it
+    with the tags of the trial's runs (study, trial number, worker, a retry's original)."""
     admitted()  # the trial exists now: let the next worker in
     trial.set_user_attr("worker", worker)  # how many workers a study saw (tuning.report)
     point = suggest(trial, search_space(config.model, config.max_epochs))
@@ -99,12 +149,28 @@ def train_point(trial: optuna.Trial, *, study: optuna.Study, config: TuneConfig,
         trial.set_user_attr("effective_batch_size", len(data.y_train))
     tags = {"study_name": config.study_name, "trial_number": str(trial.number),
             "worker": worker}
-    frozen = next(t for t in study.get_trials(deepcopy=False) if t.number == trial.number)
+    frozen = stored_trial(study, trial.number)
     retry_of = RetryHeartbeatStaleTrialCallback.retried_trial_number(frozen)
     if retry_of is not None:
         tags["retry_of_trial"] = str(retry_of)
     if trial.user_attrs.get(BASELINE_ATTR):
         tags["baseline"] = "true"
+    return point, tags
+
+
+def stored_trial(study: optuna.Study, number: int) -> FrozenTrial:
+    """Trial `number` as the storage holds it now (an `optuna.Trial`'s own attributes are a
+    copy from its start: what a trial process wrote is only in the storage)."""
+    return next(t for t in study.get_trials(deepcopy=False) if t.number == number)
+
+
+def train_seeds(trial: optuna.Trial, point: dict[str, Any], tags: dict[str, str], *,
+                config: TuneConfig, base: Config, data: Dataset) -> float:
+    """Train `point` for each of the trial's seeds, each in an MLflow run with `tags` (nested
+    under the active run, or under the run that tag mlflow.parentRunId names); return the
+    mean OBJECTIVE_METRIC. The trial's user attributes record its runs (RUN_IDS_ATTR;
+    RUN_ID_ATTR and MODEL_URI_ATTR: the seed with the best value), the epochs and wall seconds
+    it spent (BUDGET_ATTRS) and, with several seeds, their values. Raises optuna.TrialPruned."""
     several = config.seeds_per_trial > 1
     histories: list[list[float]] = []
     run_ids: list[str] = []
@@ -126,7 +192,8 @@ def train_point(trial: optuna.Trial, *, study: optuna.Study, config: TuneConfig,
         finally:
             spent["epochs"] += len(reporter.values)
             spent["seconds"] += time.monotonic() - started
-            run_ids.append(reporter.run_id)
+            if reporter.run_id:
+                run_ids.append(reporter.run_id)
             trial.set_user_attr(RUN_IDS_ATTR, run_ids)
             for key, attr in BUDGET_ATTRS.items():
                 trial.set_user_attr(attr, spent[key])

@@ -33,7 +33,7 @@ import socket
 import sys
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from functools import partial
 from typing import Any
@@ -78,6 +78,7 @@ from tuning.storage import (
     storage_lock,
     trial_process,
 )
+from tuning.trial_process import DataFiles, check_trial_process
 
 TPE_STARTUP_TRIALS = 4  # random trials before TPE models the results (its default 10 is a CPU day)
 # the sampler's settings, stated rather than left to the installed Optuna's defaults (5.0 made
@@ -266,6 +267,16 @@ def say_who_is_running(study: optuna.Study, grace_period: int) -> None:
           "period) and the trial is retried", file=sys.stderr)
 
 
+@contextlib.contextmanager
+def trial_data_files(data: Dataset) -> Iterator[DataFiles]:
+    """The worker's data as files for its trial processes, removed when it is done."""
+    files = DataFiles(data)
+    try:
+        yield files
+    finally:
+        files.close()
+
+
 def run_tuning_study(config: TuneConfig, *, data: Dataset | None = None,
                      pruner: optuna.pruners.BasePruner | None = None,
                      parent_run_id: str | None = None) -> dict[str, Any]:
@@ -279,6 +290,7 @@ def run_tuning_study(config: TuneConfig, *, data: Dataset | None = None,
     database stays away too long.
     """
     config = config.resolved()
+    check_trial_process(config)
     config = replace(config, experiment=launched_experiment(config.experiment))
     base = config.base_config()
     data = load_for(base) if data is None else data
@@ -294,7 +306,8 @@ def run_tuning_study(config: TuneConfig, *, data: Dataset | None = None,
                 "optuna_storage": masked(config.storage), "model": config.model,
                 "dataset": config.dataset, RUN_KIND_TAG: TUNING_KIND,
                 **({MLFLOW_PARENT_RUN_ID: parent_run_id} if parent_run_id else {})}
-        with tracked_run(config.experiment, config.study_name, tags=tags) as parent:
+        with tracked_run(config.experiment, config.study_name, tags=tags) as parent, \
+                contextlib.ExitStack() as resources:
             log_params_once({
                 "model": config.model, "dataset": config.dataset, "data_dir": config.data_dir,
                 "limit": config.limit, "seed": config.seed, "n_trials": config.n_trials,
@@ -305,10 +318,13 @@ def run_tuning_study(config: TuneConfig, *, data: Dataset | None = None,
                 **{f"space_{name}": describe(distribution) for name, distribution
                    in search_space(config.model, config.max_epochs).items()},
                 "heartbeat_interval": config.heartbeat_interval,
-                "grace_period": config.grace_period,
+                "grace_period": config.grace_period, "trial_process": config.trial_process,
             })
+            data_files = resources.enter_context(trial_data_files(data)) \
+                if config.trial_process else None
             run_trial = partial(objective, study=study, config=config, base=base, data=data,
-                                worker=worker)
+                                worker=worker, data_files=data_files,
+                                parent_run_id=parent.info.run_id)
             reclaimed: list[int] = []
             try:
                 states = run_trials(study, config, run_trial, started, reclaimed)
