@@ -81,3 +81,50 @@ def test_keras_applications_by_import_path_train_one_epoch(mlflow_uri: str) -> N
     assert params["model_source"] == "keras.applications:MobileNetV2"
     assert params["model_package"].startswith("keras==")
     assert 0.0 <= results["test_accuracy"] <= 1.0
+
+
+@pytest.mark.slow  # about 80 s alone: two trial processes, two trainings, a report
+def test_a_factory_by_import_path_tunes_resumes_compares_and_promotes(
+        mlflow_uri: str, mypkg: str, tmp_path: Path) -> None:
+    """The whole walk through the import path alone: two tuning trials (each in a trial
+    process of its own, which imports the package from the same sys.path), an interrupted run
+    resumed, the report and a promotion."""
+    import keras
+
+    from tracking.comparison.promotion import promote
+    from tracking.comparison.report import build_report
+    from tracking.training.resume import resume_config
+    from tuning.config import TuneConfig
+    from tuning.study import run_tuning_study
+
+    name = f"{mypkg}:small_net"
+    summary = run_tuning_study(TuneConfig(model=name, limit=200, max_epochs=1, n_trials=2,
+                                          experiment="plugins", study_name="mypkg",
+                                          final_test=False))
+    assert summary["trials_complete"] == 2
+    trials = mlflow.MlflowClient().search_runs(
+        [mlflow.get_experiment_by_name("plugins").experiment_id],
+        f"tags.`mlflow.parentRunId` = '{summary['parent_run_id']}'")
+    assert len(trials) == 2 and all(t.data.params["model_source"] == name for t in trials)
+
+    class InterruptAfterFirstEpoch(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            raise KeyboardInterrupt("interrupted for the test")
+
+    with pytest.raises(KeyboardInterrupt):
+        train(Config(model=name, image_size=16, limit=200, experiment="plugins"),
+              callbacks=[InterruptAfterFirstEpoch()])
+    run_id = mlflow.last_active_run().info.run_id
+    assert mlflow.get_run(run_id).info.status == "KILLED"
+    keras.backend.clear_session()
+    resumed = train(resume_config(run_id), resume_run_id=run_id)
+    assert resumed["epochs_run"] == 2 and mlflow.get_run(run_id).info.status == "FINISHED"
+
+    report = build_report([mlflow.get_experiment_by_name("plugins").experiment_id],
+                          tmp_path / "report", latency=False)
+    assert f"| 1 | {name} [limit 200] | digits | 1 |" in report.markdown
+    promotion = promote(run_id)  # champion only if it beats chance, which 2 epochs may not
+    assert promotion.name == "digits-classifier" and promotion.alias in ("champion",
+                                                                          "challenger")
+    version = mlflow.MlflowClient().get_model_version("digits-classifier", promotion.version)
+    assert version.run_id == run_id and promotion.alias in version.aliases
