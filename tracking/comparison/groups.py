@@ -76,7 +76,7 @@ class RunSummary:
         one bound compare). A fair study's runs (`variant`) are never cut by epochs: a tuned
         run's epochs are a tuned setting (up to its study's max epochs), not a smaller
         budget, and the recipe runs set beside it are its references; nor is a run whose
-        fewer epochs come with its own batch size or learning rate (`epochs_set`: a tuned
+        fewer epochs come with its own learning rate (`epochs_set`: a tuned
         setting trained by hand)."""
         parts = [f"limit {self.limit}"] if self.limit else []
         if (self.epochs_bound and self.recipe_epochs and self.epochs_bound < self.recipe_epochs

@@ -182,13 +182,13 @@ def setting_of(run: Run) -> str:
     """How a run's settings depart from its model's recipe, in a few words (`30 epochs, batch
     128, lr 0.003`; a batch cut to a training split smaller than the batch asked for: `batch
     38, capped from 64`): "" at the recipe. Epochs below the recipe's are a budget (a smoke
-    run, `groups.RunSummary.budget`), not a setting, unless the run also has a batch size or
-    learning rate of its own (a tuned setting trained by hand: `8 epochs, batch 64, lr
-    0.0058`)."""
+    run, `groups.RunSummary.budget`), not a setting, unless the run also has a learning rate
+    of its own (a tuned setting trained by hand: `8 epochs, lr 0.0058`; a smoke run with a
+    smaller batch, `--epochs 1 --batch-size 32`, stays a smoke run)."""
     model = param(run, "model")
     if model not in MODELS:
         return ""
-    recipe, own = MODELS[model].recipe, []
+    recipe, own, own_rate = MODELS[model].recipe, [], False
     batch = _int(param(run, "effective_batch_size"))
     asked = _int(param(run, "batch_size")) or recipe.batch_size  # "auto": the recipe's
     capped = ""
@@ -203,15 +203,16 @@ def setting_of(run: Run) -> str:
         rate = recipe.learning_rate
     if abs(rate - recipe.learning_rate) > 1e-12:
         own.append(f"lr {rate:g}")
+        own_rate = True
     epochs = _int(param(run, "effective_epochs"))
-    if epochs and (epochs > recipe.epochs or (epochs < recipe.epochs and own)):
+    if epochs and (epochs > recipe.epochs or (epochs < recipe.epochs and own_rate)):
         own.insert(0, f"{epochs} epochs")
     return ", ".join(([capped] if capped else []) + own)
 
 
 def epochs_are_a_setting(run: Run) -> bool:
     """Whether the run's epochs below its recipe's are part of a setting of its own (with its
-    own batch size or learning rate, `setting_of`), not a cut budget."""
+    own learning rate, `setting_of`), not a cut budget."""
     epochs = _int(param(run, "effective_epochs"))
     return bool(epochs) and f"{epochs} epochs" in setting_of(run).split(", ")
 
