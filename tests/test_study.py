@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from tracking import study
+from tracking.study import cli as study_cli
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -208,8 +209,8 @@ def test_fair_study_gives_two_models_equal_budgets(mlflow_uri: str, tmp_path: Pa
 def test_a_fair_study_reports_apart_from_a_plain_one(tmp_path: Path) -> None:
     """--output auto (the MLproject's default): outputs/study, or outputs/fair_study with a
     tuning budget, so a fair study never overwrites a plain study's report."""
-    assert study.report_folder("auto") is None and study.report_folder("") is None
-    assert study.report_folder(str(tmp_path / "r")) == str(tmp_path / "r")
+    assert study_cli.report_folder("auto") is None and study_cli.report_folder("") is None
+    assert study_cli.report_folder(str(tmp_path / "r")) == str(tmp_path / "r")
     assert (tmp_path / "r").is_dir()
-    assert study.default_output(None) == str(Path("outputs", "study"))
-    assert study.default_output((2, 3)) == str(Path("outputs", "fair_study"))
+    assert study_cli.default_output(None) == str(Path("outputs", "study"))
+    assert study_cli.default_output((2, 3)) == str(Path("outputs", "fair_study"))
