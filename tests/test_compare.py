@@ -518,6 +518,7 @@ def write_pets(root: Path, per_class: int, shade: int) -> None:
             Image.new("RGB", (10, 10), (value,) * 3).save(root / name / f"{i}.png")
 
 
+@pytest.mark.slow
 def test_two_folder_data_sets_with_one_name_are_two_sections_and_two_registered_models(
         mlflow_uri: str, tmp_path: Path) -> None:
     """Two folders both called `pets`, with the same class names, trained for real: the
@@ -549,6 +550,7 @@ def test_two_folder_data_sets_with_one_name_are_two_sections_and_two_registered_
     assert names == {k: f"pets-{d[:8]}-classifier" for k, d in digests.items()}
 
 
+@pytest.mark.slow
 def test_a_batch_cut_to_a_small_train_split_is_labelled_capped(mlflow_uri: str, tmp_path: Path,
                                                                capsys) -> None:
     """A folder whose train split is smaller than --batch-size 64 trains at its whole split:
@@ -584,6 +586,7 @@ def tiny_cnn(input_shape: tuple[int, int, int] | None = None, classes: int = 10)
     return keras.Model(inputs, outputs, name="tiny_cnn")
 
 
+@pytest.mark.slow
 def test_a_tuned_run_with_fewer_epochs_than_the_recipe_is_no_smoke_run(
         mlflow_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Trained for real in one store: the model at its recipe (3 epochs) and tuned (1 epoch,
@@ -652,6 +655,7 @@ def test_the_data_digest_separates_runs_on_one_folder_whose_files_changed() -> N
     assert data_identity(fashion[0]) == data_identity(fashion[1])
 
 
+@pytest.mark.slow
 def test_a_full_run_is_ranked_over_a_smaller_budget(mlflow_uri: str, tmp_path: Path,
                                                     capsys) -> None:
     """One run at every image (limit 0) and one at limit 300: the full one is the ranked

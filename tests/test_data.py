@@ -339,6 +339,7 @@ def test_every_command_exits_2_on_classes_too_small(mlflow_uri: str, capsys,
 # --------------------------------------------------------------------------- larger than memory
 
 
+@pytest.mark.slow
 def test_training_from_memory_mapped_splits_matches_training_from_memory(
         mlflow_uri: str, tmp_path: Path) -> None:
     """Splits too large for memory stay np.memmap files; a run on them is the same run."""

@@ -73,6 +73,7 @@ def test_unknown_names_say_what_there_is() -> None:
         MODELS.resolve("no_such_package.nets:build")
 
 
+@pytest.mark.slow
 def test_keras_applications_by_import_path_train_one_epoch(mlflow_uri: str) -> None:
     """keras.applications' own constructor: called headless and untrained, the suite's head."""
     results = train(Config(model="keras.applications:MobileNetV2", limit=200, epochs=1,

@@ -129,6 +129,7 @@ def test_the_registry_refuses_a_speedup_without_accuracy_evidence() -> None:
                               faster_precision=options(cpu_amx="mixed_bfloat16")), ModelSpec)
 
 
+@pytest.mark.slow
 def test_calibration_measures_writes_and_resumes(cache: Path, capsys) -> None:
     path = calibrate(["concat_cnn"], ["float32", "mixed_bfloat16"], repeats=2, image_size=16,
                      chunk_seconds=0.2)

@@ -18,6 +18,8 @@ from tracking import predict
 from tracking.config import Config
 from tracking.data.dataset import load_dataset, to_rgb_size
 
+# one worker trains the module's model once for every test here (pytest-xdist --dist loadgroup)
+pytestmark = pytest.mark.xdist_group("serving")
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:

@@ -16,6 +16,7 @@ from tracking.study import cli as study_cli
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_study_nests_every_seed_and_logs_the_report(mlflow_uri: str, tmp_path: Path,
                                                     capsys) -> None:
     out = tmp_path / "study"

@@ -87,6 +87,7 @@ def test_each_trial_runs_in_a_process_of_its_own_nested_as_in_process(
     assert summary["best_value"] == max(t.value for t in trials)
 
 
+@pytest.mark.slow
 def test_the_pruner_prunes_inside_the_trial_process(mlflow_uri: str, tmp_path: Path) -> None:
     # nothing reaches an accuracy of 2: every trial pruned at its first report
     summary = run_tuning_study(TuneConfig(**TINY, n_trials=2, study_name="pruned",
@@ -100,6 +101,7 @@ def test_the_pruner_prunes_inside_the_trial_process(mlflow_uri: str, tmp_path: P
     assert all("pruned at epoch 1" in r.data.tags["stop_reason"] for r in runs)
 
 
+@pytest.mark.slow
 def test_a_trial_whose_process_dies_fails_alone(mlflow_uri: str, tmp_path: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "dying_nets.py").write_text(DYING_FACTORY)

@@ -195,6 +195,7 @@ def test_resuming_a_study_adds_trials_without_a_second_baseline(mlflow_uri: str,
     assert len({v.run_id for v in versions}) == len(versions) <= 2
 
 
+@pytest.mark.slow
 def test_resuming_with_another_search_space_exits_2_before_any_run(mlflow_uri: str,
                                                                    tmp_path: Path,
                                                                    capsys) -> None:
@@ -301,6 +302,7 @@ def test_default_pruner_spares_warm_up_epochs_and_compares_at_equal_epochs() -> 
     assert not short.should_prune()
 
 
+@pytest.mark.slow
 def test_a_trial_of_several_seeds_is_worth_their_mean(mlflow_uri: str, tmp_path: Path) -> None:
     """--seeds-per-trial 2: a trial trains seeds 0 and 1 on one split, its value is the mean,
     and the pruner sees the per-epoch mean of the two."""
@@ -429,6 +431,7 @@ def test_mlproject_generic_tuning_entry_mirrors_python_m_tuning() -> None:
     assert spec["command"].startswith("python -m tuning ")
 
 
+@pytest.mark.slow
 def test_under_mlflow_run_the_launched_run_is_the_parent(
     mlflow_uri: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
