@@ -139,6 +139,9 @@ def test_train_logs_everything_and_model_reloads(mlflow_uri: str,
     (["--seed", "99999999999"], "seed must be an integer from 0 to 2147483647"),
     (["--experiment", "e" * 501], "experiment name must have 1 to 500 characters, got 501"),
     (["--experiment", "gone"], "experiment 'gone' is deleted; restore it"),
+    (["--full-test"], "give --limit N too"),
+    (["--limit", "0", "--full-test"], "give --limit N too"),
+    (["--resume", ""], "--resume needs a run id, got an empty value"),
 ])
 def test_bad_input_exits_2_before_any_run(mlflow_uri: str, capsys, argv, message) -> None:
     client = mlflow.MlflowClient()

@@ -133,6 +133,12 @@ class Config:
             value = getattr(self, name)
             if not (isinstance(value, bool) or (name == "augment" and value is None)):
                 raise ConfigError(f"{name} must be true or false, got {value!r}")
+        if self.full_test and not self.limit:
+            # without a limit every image of the test split is scored already: the flag would
+            # be silently ignored, and a user who meant a subset would train on all of it
+            raise ConfigError("full_test scores a --limit subset's runs on the whole test "
+                              "split: give --limit N too (without a limit the whole test "
+                              "split is scored already)")
         if self.recipe is not None and not isinstance(self.recipe, Recipe):
             raise ConfigError(f"recipe must be a models.Recipe, got {type(self.recipe).__name__}")
 

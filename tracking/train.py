@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="none or data_parallel (JAX: each batch split over all devices)")
     p.add_argument("--no-system-metrics", dest="system_metrics", action="store_false",
                    help="do not log CPU, memory and GPU use (MLflow system metrics)")
-    p.add_argument("--resume", default="", metavar="RUN_ID",
+    p.add_argument("--resume", default=None, metavar="RUN_ID",
                    help="continue an interrupted run from its last checkpoint (its own settings)")
     return p
 
@@ -102,7 +102,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry: bad input exits with status 2 before any MLflow run exists."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    resume = unquote(args.resume)
+    resume = "" if args.resume is None else unquote(args.resume)
+    if args.resume is not None and not resume:
+        # `--resume "$RUN_ID"` with the variable unset would otherwise start a fresh run
+        parser.error("--resume needs a run id, got an empty value")
     others = [t.split("=")[0] for t in (sys.argv[1:] if argv is None else argv)
               if t.startswith("-") and t.split("=")[0] not in ("--resume", "--")]
     if resume and others:
